@@ -1,0 +1,35 @@
+# keystile — `make run` serves on the embedded default, `make test` checks everything.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run install check test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start keystile on 127.0.0.1:8080 with SQLite under .keystile/ (migrates first).
+run: install
+	$(BIN)/keystile serve
+
+## Lint, format check, strict typing.
+check: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src tests bench
+
+## The whole suite. Under CI=true a missing PostgreSQL or Redis fails it.
+test: check
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .keystile .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""keystile: a self-hostable API-key service."""
+
+__version__ = "0.1.0"

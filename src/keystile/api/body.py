@@ -1,0 +1,179 @@
+"""Reading a JSON request body safely: size, media type, syntax, then schema.
+
+Every hostile body ends in a ``KeystileError`` (4xx), never in an exception
+from deep inside a parser: bodies over 64 KiB (413, counted while streaming,
+not trusted from Content-Length), a media type other than JSON (415), invalid
+UTF-8, malformed JSON, nesting deep enough to exhaust the parser's recursion,
+integers of thousands of digits, NaN/Infinity, duplicate object keys, unpaired
+surrogates and NUL characters (400).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.types import Receive, Scope
+
+from keystile.errors import (
+    FieldProblem,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+
+MAX_BODY = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
+_MAX_NUMBER_DIGITS = 64
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def is_json_media_type(value: bytes | None) -> bool:
+    if value is None:
+        return False
+    media_type, _, params = value.decode("latin-1").partition(";")
+    if media_type.strip().lower() != "application/json":
+        return False
+    for param in params.split(";"):
+        name, _, charset = param.partition("=")
+        if name.strip().lower() == "charset" and charset.strip().strip('"').lower() != "utf-8":
+            return False
+    return True
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> bytes:
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > limit
+        except ValueError:
+            too_big = False  # the server rejects a malformed Content-Length itself
+        if too_big:
+            raise PayloadTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ValidationFailed("The client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_NUMBER_DIGITS:
+        raise ValueError("number too long")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > _MAX_NUMBER_DIGITS * 2:
+        raise ValueError("number too long")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_strings(value: Any, path: str) -> None:
+    """Refuse NUL and unpaired surrogates anywhere (keys included): neither
+    can be stored in PostgreSQL text or encoded as UTF-8."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationFailed(
+                "The request is invalid.", [FieldProblem(path or "body", "must not contain NUL")]
+            )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationFailed(
+                "The request is invalid.",
+                [FieldProblem(path or "body", "must not contain unpaired surrogates")],
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key, path or "body")
+            _check_strings(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_strings(item, f"{path}[{index}]")
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed("The request body is not valid UTF-8.") from None
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_reject_constant,
+        )
+    except RecursionError:
+        raise ValidationFailed("The request body is nested too deeply.") from None
+    except ValueError as exc:
+        raise ValidationFailed(f"The request body is not valid JSON: {exc}") from None
+    _check_strings(value, "")
+    return value
+
+
+async def read_json(scope: Scope, receive: Receive) -> Any:
+    """The request's JSON document (413, 415 and 400 on the way)."""
+    if not is_json_media_type(header(scope, b"content-type")):
+        raise UnsupportedMediaType()
+    return parse_json(await read_body(scope, receive))
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "missing":
+        return "field required"
+    return str(error["msg"])
+
+
+def validate_model(model: type[M], data: Any) -> M:
+    """``data`` as ``model``; every problem listed in one 400 ``validation_error``."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [FieldProblem(_field(e["loc"]), _message(e)) for e in exc.errors()]
+        raise ValidationFailed("The request is invalid.", details) from None

@@ -1,0 +1,78 @@
+"""The one place where domain errors become HTTP responses (contract §3)."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.types import Send
+
+from keystile import errors
+from keystile.storage.base import StorageUnavailable
+
+log = logging.getLogger("keystile.api")
+
+STATUS: dict[type[errors.KeystileError], int] = {
+    errors.ValidationFailed: 400,
+    errors.InvalidKey: 401,
+    errors.InsufficientPermissions: 403,
+    errors.PlanRestricted: 403,
+    errors.NotFound: 404,
+    errors.MethodNotAllowed: 405,
+    errors.DuplicateName: 409,
+    errors.IdempotencyKeyInUse: 409,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.IdempotencyKeyReused: 422,
+    errors.RateLimited: 429,
+    errors.KeystileError: 500,
+    errors.BadGateway: 502,
+    errors.ServiceUnavailable: 503,
+    errors.GatewayTimeout: 504,
+}
+
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+def as_keystile_error(exc: BaseException) -> errors.KeystileError:
+    """Any exception as the client-safe error it should be reported as."""
+    if isinstance(exc, errors.KeystileError):
+        return exc
+    if isinstance(exc, StorageUnavailable):
+        return errors.ServiceUnavailable()
+    return errors.KeystileError()  # 500 internal_error; detail goes to the log only
+
+
+def status_of(exc: errors.KeystileError) -> int:
+    return STATUS.get(type(exc), 500)
+
+
+def error_body(exc: errors.KeystileError, request_id: str) -> bytes:
+    error: dict[str, object] = {
+        "code": exc.code,
+        "message": exc.message,
+        "request_id": request_id,
+    }
+    if isinstance(exc, errors.ValidationFailed):
+        error["details"] = [{"field": d.field, "message": d.message} for d in exc.details]
+    return orjson.dumps({"error": error})
+
+
+def error_headers(exc: errors.KeystileError) -> list[tuple[bytes, bytes]]:
+    headers = [JSON_CONTENT_TYPE]
+    if isinstance(exc, errors.InvalidKey):
+        headers.append((b"www-authenticate", b'Bearer realm="keystile"'))
+    elif isinstance(exc, errors.MethodNotAllowed):
+        headers.append((b"allow", ", ".join(exc.allowed).encode()))
+    elif isinstance(exc, errors.RateLimited):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    elif isinstance(exc, errors.ServiceUnavailable):
+        headers.append((b"retry-after", b"1"))
+    return headers
+
+
+async def send_error(send: Send, exc: errors.KeystileError, request_id: str) -> None:
+    body = error_body(exc, request_id)
+    headers = [*error_headers(exc), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status_of(exc), "headers": headers})
+    await send({"type": "http.response.body", "body": body})

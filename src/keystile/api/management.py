@@ -1,0 +1,125 @@
+"""The FastAPI application of the management API and its OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from keystile import __version__, errors
+from keystile.api.deps import Services, error_response
+from keystile.api.pipeline import PERMISSION_EXTENSION
+from keystile.api.routes import api_keys, ops
+from keystile.api.schemas import CreateApiKeyRequest, ErrorEnvelope
+from keystile.errors import FieldProblem, ValidationFailed
+from keystile.storage.base import StorageUnavailable
+
+_REQUEST_ID_HEADER = {
+    "X-Request-ID": {
+        "description": "The request id: the client's own when it is 1-128 characters "
+        "of [A-Za-z0-9._:-], else a generated req_….",
+        "schema": {"type": "string"},
+    }
+}
+_RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {
+        "description": "Requests allowed per window for the key's tier.",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "Requests left in the current window.",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Reset": {
+        "description": "Unix time (seconds) when the window resets.",
+        "schema": {"type": "integer"},
+    },
+}
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("query", "path", "body", "header")]
+    return ".".join(parts) or "query"
+
+
+async def _on_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    details = [FieldProblem(_field(tuple(e["loc"])), str(e["msg"])) for e in exc.errors()]
+    return error_response(request, ValidationFailed("The request is invalid.", details))
+
+
+async def _on_http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        return error_response(request, errors.MethodNotAllowed([]))
+    return error_response(request, errors.NotFound())
+
+
+async def _on_known(request: Request, exc: Exception) -> Response:
+    return error_response(request, exc)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title="keystile",
+        version=__version__,
+        description="Issue, verify, meter and revoke API keys. Every error has the "
+        'body `{"error": {"code", "message", "request_id"}}`.',
+        routes=app.routes,
+    )
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for model in (CreateApiKeyRequest, ErrorEnvelope):
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(model_schema.pop("$defs", {}))
+        schemas[model.__name__] = model_schema
+    components["securitySchemes"] = {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key: wbk_live_…"}
+    }
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)  # FastAPI's 422 shape: keystile answers 400 validation_error
+    for path_item in schema["paths"].values():
+        for operation in path_item.values():
+            responses = operation.get("responses", {})
+            fastapi_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if "HTTPValidationError" in str(fastapi_422.get("schema", "")):
+                del responses["422"]
+            for response in responses.values():
+                response.setdefault("headers", {}).update(_REQUEST_ID_HEADER)
+            if PERMISSION_EXTENSION in operation:
+                operation["security"] = [{"bearerAuth": []}]
+                for status, response in operation["responses"].items():
+                    if status not in ("401",):
+                        response["headers"].update(_RATE_LIMIT_HEADERS)
+    app.openapi_schema = schema
+    return schema
+
+
+def create_management_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="keystile",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.services = services
+    # Routes are added to the app itself, not through include_router, so that
+    # app.router.routes lists every APIRoute: the pipeline routes (and checks
+    # permissions) from that list before FastAPI sees the request.
+    for router in (api_keys.router, ops.router):
+        app.router.routes.extend(router.routes)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(errors.KeystileError, _on_known)
+    app.add_exception_handler(StorageUnavailable, _on_known)
+    # Unexpected failures: answer with the envelope; the pipeline logs the
+    # traceback once (Starlette re-raises after sending this response).
+    app.add_exception_handler(Exception, _on_known)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,27 @@
+"""Resource ids: a type prefix and a ULID (time-ordered, 128 bits)."""
+
+from __future__ import annotations
+
+import re
+
+from ulid import ULID
+
+_ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
+_KEY_ID = re.compile(f"key_{_ULID}")
+_ACCOUNT_ID = re.compile(f"acc_{_ULID}")
+
+
+def new_key_id() -> str:
+    return f"key_{ULID()}"
+
+
+def new_account_id() -> str:
+    return f"acc_{ULID()}"
+
+
+def is_key_id(text: str) -> bool:
+    return _KEY_ID.fullmatch(text) is not None
+
+
+def is_account_id(text: str) -> bool:
+    return _ACCOUNT_ID.fullmatch(text) is not None

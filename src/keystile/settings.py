@@ -1,0 +1,117 @@
+"""keystile's configuration: environment variables with the ``KEYSTILE_`` prefix.
+
+Built once at the edge (``keystile serve``, the CLI, a test) and passed down;
+nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from limits import RateLimitItem, parse
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SCOPES = (
+    "read:contacts write:contacts read:deals write:deals write:email write:ai "
+    "admin:api_keys admin:webhooks verify:keys"
+)
+ADMIN_SCOPE = "admin:api_keys"
+VERIFY_SCOPE = "verify:keys"
+
+_PREFIX = re.compile(r"[a-z][a-z0-9]{1,15}")
+_SCOPE = re.compile(r"[a-z][a-z0-9_.-]*:[a-z][a-z0-9_.-]*")
+
+
+def parse_limit(text: str, variable: str) -> RateLimitItem:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ValueError(
+            f"{variable}={text!r} is not a rate limit like '100/10 seconds' or '30/minute'"
+        ) from exc
+
+
+class Settings(BaseSettings):
+    """Every setting, with its environment variable ``KEYSTILE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="KEYSTILE_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        Path(".keystile"), description="Directory of the embedded database and generated secret."
+    )
+    database_url: str | None = Field(
+        None,
+        description="sqlite:///file.db or postgresql://user@host/db "
+        "(default: SQLite in the data dir).",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:port/db; shares rate limits, idempotency locks and revocations.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Comma-separated application keys (base64, 32 bytes each); the first encrypts.",
+    )
+    key_prefix: str = Field("wbk", description="Token prefix: keys read {prefix}_live_….")
+    scopes: str = Field(DEFAULT_SCOPES, description="The scope catalog, space- or comma-separated.")
+    tier_standard: str = Field("100/10 seconds", description="Rate limit of the standard tier.")
+    tier_high: str = Field("1000/10 seconds", description="Rate limit of the high tier.")
+    auth_failure_limit: str = Field(
+        "30/minute", description="Failed authentications allowed per client address."
+    )
+    routes: Path | None = Field(None, description="The gateway's routes file (TOML).")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    access_log: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    key_cache_size: int = Field(
+        10_000, ge=0, description="Verified keys kept in memory per process."
+    )
+    last_used_interval_seconds: float = Field(
+        10.0, gt=0, description="How often last_used_at is written."
+    )
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _PREFIX.fullmatch(value):
+            raise ValueError(
+                "KEYSTILE_KEY_PREFIX must be 2-16 lowercase letters or digits, "
+                "starting with a letter"
+            )
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _check_scopes(cls, value: str) -> str:
+        scopes = value.replace(",", " ").split()
+        bad = [scope for scope in scopes if not _SCOPE.fullmatch(scope)]
+        if not scopes or bad:
+            raise ValueError(f"KEYSTILE_SCOPES must list scopes like 'read:contacts' (bad: {bad})")
+        if ADMIN_SCOPE not in scopes:
+            raise ValueError(f"KEYSTILE_SCOPES must include {ADMIN_SCOPE}")
+        return " ".join(dict.fromkeys(scopes))
+
+    @field_validator("tier_standard", "tier_high", "auth_failure_limit")
+    @classmethod
+    def _check_limit(cls, value: str) -> str:
+        parse_limit(value, "rate limit")
+        return value
+
+    @cached_property
+    def catalog(self) -> frozenset[str]:
+        return frozenset(self.scopes.split())
+
+    @cached_property
+    def scope_list(self) -> tuple[str, ...]:
+        return tuple(self.scopes.split())
+
+    @property
+    def database(self) -> str:
+        """The database URL in effect (the embedded default when none is set)."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'keystile.db'}"

@@ -1,0 +1,120 @@
+"""The storage interfaces the services depend on.
+
+Adapters live beside this module (``storage.sql`` for SQLite and PostgreSQL);
+the services only ever see these Protocols.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from keystile.keys.models import Account, ApiKey, KeyPage, KeyStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """An idempotency record: the encrypted first response of a request."""
+
+    account_id: str
+    caller_key_id: str
+    idempotency_key: str
+    fingerprint: str
+    status_code: int
+    ciphertext: bytes
+    created_at: int
+    expires_at: int
+
+
+class StorageUnavailable(Exception):
+    """The database could not be reached or did not answer in time."""
+
+
+class AccountRepository(Protocol):
+    async def insert(self, account: Account) -> None: ...
+
+    async def get(self, account_id: str) -> Account | None: ...
+
+
+class KeyRepository(Protocol):
+    async def insert(self, key: ApiKey, digest: str, name_key: str) -> None:
+        """Store a new active key. Raises :class:`keystile.errors.DuplicateName`
+        when an active key of the account holds ``name_key``; the database's
+        unique index decides, so concurrent inserts cannot both win."""
+
+    async def release_expired_name(self, account_id: str, name_key: str, now: int) -> None:
+        """Let an *expired* holder of ``name_key`` give the name up.
+
+        Must run in the same transaction as the insert that reuses the name."""
+
+    async def get(self, account_id: str | None, key_id: str) -> ApiKey | None:
+        """The key, if it exists and (when ``account_id`` is given) belongs to that account."""
+
+    async def list(
+        self,
+        account_id: str,
+        *,
+        now: int,
+        limit: int,
+        status: KeyStatus | None = None,
+        starting_after: ApiKey | None = None,
+    ) -> KeyPage:
+        """Newest first; ``starting_after`` is an item of a previous page."""
+
+    async def revoke(self, key_id: str, now: int) -> None:
+        """Set ``revoked_at`` (once: revoking again keeps the first time) and free the name."""
+
+    async def find_by_digest(self, digest: str) -> tuple[ApiKey, str] | None:
+        """The key whose digest is ``digest`` and that digest, as stored."""
+
+    async def touch(self, last_used: dict[str, int]) -> None:
+        """Raise ``last_used_at`` of each key id to the given time (never lower it)."""
+
+
+class IdempotencyRepository(Protocol):
+    async def get(
+        self, account_id: str, caller_key_id: str, idempotency_key: str
+    ) -> StoredResponse | None: ...
+
+    async def insert(self, record: StoredResponse) -> bool:
+        """Store ``record``; False when a record with the same identity exists."""
+
+    async def delete(self, account_id: str, caller_key_id: str, idempotency_key: str) -> None: ...
+
+    async def purge(self, now: int) -> int:
+        """Delete every record with ``expires_at <= now``; return how many."""
+
+
+class UnitOfWork(Protocol):
+    """The repositories of one transaction (or of one read)."""
+
+    @property
+    def accounts(self) -> AccountRepository: ...
+
+    @property
+    def keys(self) -> KeyRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
+
+
+class Storage(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A read-write transaction: committed when the block exits normally,
+        rolled back when it raises."""
+
+    def reader(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """Read-only access to committed data."""
+
+    async def changed_elsewhere(self) -> bool:
+        """True when another process may have changed keys since the last call.
+
+        Lets a process-local cache of verified keys stay exact without a
+        message bus (SQLite's ``PRAGMA data_version``); adapters that cannot
+        tell cheaply return False and rely on a revocation channel instead."""
+
+    async def ping(self) -> None:
+        """Raise :class:`StorageUnavailable` unless the database answers."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""The SQL adapter: SQLAlchemy Core over SQLite (embedded) and PostgreSQL (asyncpg)."""

@@ -1,0 +1,108 @@
+"""Fixtures for every test package.
+
+The suite is hermetic: KEYSTILE_* variables of the calling shell are ignored,
+each test gets its own data directory, and the secrets any test is given are
+recorded so that the session can check at its end that none reached a
+database file or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keystile.api.app import create_app
+from keystile.api.observability import json_formatter
+from keystile.api.pipeline import Pipeline
+from keystile.settings import Settings
+from tests.support import LEDGER, FakeClock, LedgerLogHandler, Tenant, make_tenant
+
+for _name in [n for n in os.environ if n.startswith("KEYSTILE_")]:
+    del os.environ[_name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _capture_logs() -> Iterator[None]:
+    """Record every line keystile (and uvicorn) logs; the test client's own
+    httpx logging is not keystile's and is left out."""
+    handler = LedgerLogHandler(level=logging.DEBUG)
+    handler.setFormatter(json_formatter())
+    loggers = [logging.getLogger(name) for name in ("keystile", "uvicorn")]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    yield
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, last_used_interval_seconds=0.05)
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FakeClock) -> AsyncIterator[Pipeline]:
+    application = create_app(settings, clock=clock)
+    async with application.lifespan():
+        yield application
+
+
+@pytest.fixture
+async def client(app: Pipeline) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://keystile.test",
+        event_hooks={"response": [LEDGER.capture]},
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+async def tenant(app: Pipeline) -> Tenant:
+    """An account on the standard plan with a key holding every scope."""
+    return await make_tenant(app)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No secret issued during the session may be in a log line or a file the
+    suite left behind (SQLite databases and their WAL files included)."""
+    if not LEDGER.secrets:
+        return
+    leaks: list[str] = []
+    for line in LEDGER.log_lines:
+        if LEDGER.leaks_in(line.encode()):
+            leaks.append(f"log line: {line[:200]}")
+    basetemp = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    for path in Path(basetemp).rglob("*"):
+        is_small_file = path.is_file() and path.stat().st_size < 256 * 1024 * 1024
+        if is_small_file and LEDGER.leaks_in(path.read_bytes()):
+            leaks.append(f"file: {path}")
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("SECRET LEAK: issued secrets found at rest:", red=True)
+            for leak in leaks[:20]:
+                reporter.write_line(f"  {leak}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

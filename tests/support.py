@@ -1,0 +1,198 @@
+"""Helpers shared by the test packages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from keystile.api.pipeline import Pipeline
+from keystile.keys.models import Account, Plan, Tier
+from keystile.keys.validation import check_new_key
+from keystile.settings import Settings
+
+ALL_SCOPES = Settings().scope_list
+VENV_BIN = Path(sys.executable).parent
+
+
+class FakeClock:
+    """A settable clock (Unix seconds)."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class SecretLedger:
+    """Every secret any test was given, and every log line written: at the end
+    of the session none of the former may appear in the latter or on disk."""
+
+    secrets: set[str] = field(default_factory=set)
+    log_lines: list[str] = field(default_factory=list)
+
+    def remember(self, secret: str) -> None:
+        self.secrets.add(secret)
+
+    def remember_body(self, body: Any) -> None:
+        if isinstance(body, dict):
+            data = body.get("data")
+            if isinstance(data, dict) and isinstance(data.get("key"), str):
+                self.remember(data["key"])
+
+    async def capture(self, response: httpx.Response) -> None:
+        await response.aread()
+        if response.headers.get("content-type", "").startswith("application/json"):
+            with suppress(ValueError):
+                self.remember_body(response.json())
+
+    def leaks_in(self, blob: bytes) -> list[str]:
+        return [s for s in self.secrets if s.encode() in blob]
+
+
+LEDGER = SecretLedger()
+
+
+class LedgerLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        LEDGER.log_lines.append(self.format(record))
+
+
+@dataclass
+class Tenant:
+    account: Account
+    secret: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}"}
+
+
+async def make_tenant(
+    app: Pipeline,
+    *,
+    plan: Plan = Plan.STANDARD,
+    permissions: tuple[str, ...] = ALL_SCOPES,
+    name: str = "admin",
+    tier: str | None = None,
+) -> Tenant:
+    """An account and a key in it, made the way the CLI makes them."""
+    services = app.services
+    account = await services.keys.create_account("Acme", plan)
+    new = check_new_key(
+        name=name,
+        permissions=permissions,
+        description=None,
+        rate_limit_tier=tier or Tier.STANDARD.value,
+        expires_at=None,
+        catalog=services.settings.catalog,
+        now=services.keys.now(),
+    )
+    async with services.storage.transaction() as uow:
+        issued = await services.keys.issue(uow, account.id, new, caller=None)
+    LEDGER.remember(issued.secret)
+    return Tenant(account=account, secret=issued.secret, key_id=issued.key.id)
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The contract's error envelope, with the headers every response carries."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert response.headers["content-type"] == "application/json"
+    assert_own_headers(response)
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    return dict(error)
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def assert_own_headers(response: httpx.Response) -> None:
+    assert _REQUEST_ID.fullmatch(response.headers["x-request-id"])
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def keystile_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
+    env["KEYSTILE_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "keystile"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextmanager
+def serving(
+    env: dict[str, str], *args: str, port: int | None = None, log: Path | None = None
+) -> Iterator[str]:
+    """A real ``keystile serve`` process; yields its base URL."""
+    port = port or free_port()
+    log_file = open(log or os.devnull, "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(VENV_BIN / "keystile"), "serve", "--port", str(port), *args],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"keystile serve exited with {process.returncode}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("keystile serve did not start in 30 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log_file.close()
