@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -196,3 +197,19 @@ def serving(
             process.kill()
             process.wait()
         log_file.close()
+
+
+def cli_admin(env: dict[str, str], *permissions: str) -> tuple[str, str]:
+    """An account and an admin key made with the CLI: (account id, secret)."""
+    scopes = permissions or ("admin:api_keys", "read:contacts")
+    created = run_cli("accounts", "create", "Acme", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    account = json.loads(created.stdout)["data"]["id"]
+    flags = [flag for scope in scopes for flag in ("--permission", scope)]
+    made = run_cli(
+        "keys", "create", "--account", account, "--name", "admin", *flags, "--json", env=env
+    )
+    assert made.returncode == 0, made.stderr
+    secret = json.loads(made.stdout)["data"]["key"]
+    LEDGER.remember(secret)
+    return account, secret

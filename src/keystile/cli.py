@@ -17,7 +17,9 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from keystile.api import schemas
+from keystile.clock import now_micros, system_clock
 from keystile.errors import KeystileError, ValidationFailed
+from keystile.idempotency.crypto import generate_key
 from keystile.keys.models import KeyStatus, Plan
 from keystile.keys.service import KeyService
 from keystile.keys.validation import check_new_key
@@ -136,6 +138,23 @@ def migrate_command() -> None:
     settings = _settings()
     migrate.upgrade(settings.database)
     typer.echo("database is up to date")
+
+
+@app.command()
+def purge() -> None:
+    """Delete expired idempotency records now (the server also does it periodically)."""
+
+    async def work(_: KeyService, storage: Storage) -> int:
+        async with storage.transaction() as uow:
+            return await uow.idempotency.purge(now_micros(system_clock))
+
+    typer.echo(f"purged {_with_service(work)} expired idempotency records")
+
+
+@app.command("secret-key")
+def secret_key() -> None:
+    """Print a new application key for KEYSTILE_SECRET_KEY."""
+    typer.echo(generate_key())
 
 
 @accounts_app.command("create")

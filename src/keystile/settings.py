@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     key_cache_size: int = Field(
         10_000, ge=0, description="Verified keys kept in memory per process."
     )
+    idempotency_purge_interval_seconds: float = Field(
+        600.0, gt=0, description="How often expired idempotency records are deleted."
+    )
+    test_fault_point: str | None = Field(
+        None, description="Testing only: crash the process at this point (keystile.faults)."
+    )
     last_used_interval_seconds: float = Field(
         10.0, gt=0, description="How often last_used_at is written."
     )

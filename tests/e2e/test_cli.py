@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import LEDGER, keystile_env, run_cli, serving
+from tests.support import LEDGER, cli_admin, keystile_env, run_cli, serving
 
 
 @pytest.fixture
@@ -144,3 +144,29 @@ def test_bad_configuration_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "KEYSTILE_TIER_STANDARD" in result.stderr and "KEYSTILE_KEY_PREFIX" in result.stderr
+
+
+def test_purge_deletes_expired_idempotency_records(env: dict[str, str], tmp_path: Path) -> None:
+    import sqlite3
+
+    _, admin = cli_admin(env)
+    with serving(env, log=tmp_path / "server.log") as url:
+        response = httpx.post(
+            f"{url}/v1/api-keys",
+            json={"name": "x", "permissions": ["read:contacts"]},
+            headers={"Authorization": f"Bearer {admin}", "Idempotency-Key": "k"},
+        )
+        LEDGER.remember(response.json()["data"]["key"])
+    db = Path(env["KEYSTILE_DATA_DIR"]) / "keystile.db"
+    assert "purged 0 " in ok("purge", env=env)
+    with sqlite3.connect(db) as conn:  # age the record past its 24 hours
+        conn.execute("UPDATE idempotency_records SET expires_at = expires_at - 86400000001")
+    assert "purged 1 " in ok("purge", env=env)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM idempotency_records").fetchone()[0] == 0
+
+
+def test_secret_key_prints_a_usable_key(env: dict[str, str]) -> None:
+    from keystile.idempotency.crypto import Keyring
+
+    Keyring.parse(ok("secret-key", env=env).strip())

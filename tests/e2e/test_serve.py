@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import LEDGER, free_port, keystile_env, run_cli, serving
+from tests.support import LEDGER, cli_admin, free_port, keystile_env, serving
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -52,14 +52,7 @@ def test_the_readme_quickstart_works_as_printed(tmp_path: Path) -> None:
 @pytest.fixture
 def two_worker_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     env = keystile_env(tmp_path / "data")
-    account = json.loads(run_cli("accounts", "create", "Acme", "--json", env=env).stdout)["data"][
-        "id"
-    ]
-    admin = json.loads(
-        run_cli("keys", "create", "--account", account, "--name", "admin",
-                "--permission", "admin:api_keys", "--permission", "read:contacts", "--json", env=env).stdout
-    )["data"]["key"]  # fmt: skip
-    LEDGER.remember(admin)
+    _, admin = cli_admin(env)
     with serving(env, "--workers", "2", log=tmp_path / "server.log") as url:
         yield url, {"Authorization": f"Bearer {admin}"}
 
@@ -96,3 +89,29 @@ def test_two_workers_on_sqlite_revocation_bites_in_every_worker(two_worker_serve
         httpx.get(f"{url}/v1/api-keys/none", headers=victim_auth).status_code for _ in range(40)
     }
     assert statuses == {401}
+
+
+def test_two_workers_idempotent_burst_creates_one_key(two_worker_server) -> None:  # type: ignore[no-untyped-def]
+    url, auth = two_worker_server
+    headers = {**auth, "Idempotency-Key": "burst"}
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=50)
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, limits=limits, timeout=30
+        ) as http:
+            body = {"name": "once", "permissions": ["read:contacts"]}
+            return await asyncio.gather(*(http.post("/v1/api-keys", json=body) for _ in range(50)))
+
+    responses = asyncio.run(burst())
+    assert {r.status_code for r in responses} <= {201, 409}
+    secrets = {r.json()["data"]["key"] for r in responses if r.status_code == 201}
+    assert len(secrets) == 1
+    LEDGER.remember(secrets.pop())
+    assert all(
+        r.json()["error"]["code"] == "idempotency_key_in_use"
+        for r in responses
+        if r.status_code == 409
+    )
+    listed = httpx.get(f"{url}/v1/api-keys?limit=100", headers=auth).json()
+    assert [k["name"] for k in listed["data"]].count("once") == 1

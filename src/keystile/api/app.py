@@ -8,16 +8,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from keystile.api.deps import Services
+from keystile.api.idempotency import IdempotencyLayer
 from keystile.api.management import create_management_app
 from keystile.api.observability import Metrics, configure_logging
 from keystile.api.pipeline import Pipeline, Router
 from keystile.clock import Clock, system_clock
+from keystile.errors import ConfigurationError
+from keystile.faults import Faults
+from keystile.idempotency import crypto
+from keystile.idempotency.crypto import Keyring
+from keystile.idempotency.locks import LocalInFlight
+from keystile.idempotency.service import IdempotencyService
 from keystile.keys.service import KeyService
 from keystile.keys.usage import UsageRecorder
 from keystile.keys.verifier import KeyVerifier
 from keystile.settings import Settings
 from keystile.storage.sql import migrate
-from keystile.storage.sql.database import open_storage
+from keystile.storage.sql.database import open_storage, scheme_of
 
 log = logging.getLogger("keystile")
 
@@ -35,6 +42,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         usage=usage,
     )
     keys.on_revoke(verifier.forget)
+    idempotency = IdempotencyService(storage, keyring_for(settings), LocalInFlight(), clock=clock)
     metrics = Metrics()
     services = Services(
         settings=settings,
@@ -42,6 +50,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         keys=keys,
         verifier=verifier,
         usage=usage,
+        idempotency=idempotency,
         metrics=metrics,
         clock=clock,
     )
@@ -50,14 +59,34 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         await asyncio.to_thread(migrate.upgrade, settings.database)
+        purger = idempotency.purger(settings.idempotency_purge_interval_seconds)
         usage.start()
+        purger.start()
         try:
             yield
         finally:
+            await purger.stop()
             await usage.stop()
             await storage.close()
 
-    return Pipeline(services=services, router=Router(management, hot={}), lifespan=lifespan)
+    return Pipeline(
+        services=services,
+        router=Router(management, hot={}),
+        idempotency=IdempotencyLayer(idempotency, Faults(settings.test_fault_point)),
+        lifespan=lifespan,
+    )
+
+
+def keyring_for(settings: Settings) -> Keyring:
+    """The application key: configured, or generated for the embedded default."""
+    if settings.secret_key is not None:
+        return Keyring.parse(settings.secret_key.get_secret_value())
+    if scheme_of(settings.database) == "sqlite":
+        return Keyring.parse(crypto.load_or_create(settings.data_dir))
+    raise ConfigurationError(
+        "KEYSTILE_SECRET_KEY must be set when the database is not the embedded SQLite "
+        "(every instance needs the same key; make one with: keystile secret-key)"
+    )
 
 
 def factory() -> Pipeline:

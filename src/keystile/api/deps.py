@@ -16,6 +16,7 @@ from keystile.api.observability import Metrics
 from keystile.api.schemas import ErrorEnvelope, dump
 from keystile.clock import Clock
 from keystile.errors import FieldProblem, ValidationFailed
+from keystile.idempotency.service import IdempotencyService
 from keystile.keys.service import KeyService
 from keystile.keys.usage import UsageRecorder
 from keystile.keys.verifier import KeyVerifier
@@ -32,6 +33,7 @@ class Services:
     keys: KeyService
     verifier: KeyVerifier
     usage: UsageRecorder
+    idempotency: IdempotencyService
     metrics: Metrics
     clock: Clock
 

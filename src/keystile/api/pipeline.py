@@ -30,6 +30,7 @@ from keystile import errors
 from keystile.api.context import SCOPE_KEY, RequestContext
 from keystile.api.deps import Services
 from keystile.api.errors import as_keystile_error, send_error
+from keystile.api.idempotency import IdempotencyLayer
 from keystile.api.observability import ACCESS_LOGGER, key_pattern
 from keystile.keys.models import ApiKey
 
@@ -131,8 +132,10 @@ class Pipeline:
         *,
         services: Services,
         router: Router,
+        idempotency: IdempotencyLayer,
         lifespan: Callable[[], AbstractAsyncContextManager[None]],
     ) -> None:
+        self.idempotency = idempotency
         self.services = services
         self.router = router
         self.lifespan = lifespan
@@ -204,7 +207,12 @@ class Pipeline:
                 raise errors.InsufficientPermissions(
                     f"This request needs the {endpoint.permission} permission."
                 )
-        await endpoint.app(scope, receive, send)
+        if endpoint.own and endpoint.protected and scope["method"] == "POST":
+            # Every POST to a keystile endpoint may carry an Idempotency-Key
+            # (contract §6); gateway routes forward the header untouched.
+            await self.idempotency(endpoint.app, scope, receive, send, ctx)
+        else:
+            await endpoint.app(scope, receive, send)
 
     async def authenticate(self, scope: Scope, ctx: RequestContext) -> ApiKey:
         token = bearer_token(scope)

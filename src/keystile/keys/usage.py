@@ -7,21 +7,17 @@ shutdown), so ``last_used_at`` lags real use by at most that interval.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 
+from keystile.periodic import Periodic
 from keystile.storage.base import Storage, StorageUnavailable
-
-log = logging.getLogger("keystile.usage")
 
 
 class UsageRecorder:
     def __init__(self, storage: Storage, interval_seconds: float) -> None:
         self._storage = storage
-        self._interval = interval_seconds
         self._pending: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("writing last_used_at", interval_seconds, self.flush)
 
     def record(self, key_id: str, used_at: int) -> None:
         if self._pending.get(key_id, 0) < used_at:
@@ -39,24 +35,10 @@ class UsageRecorder:
                 self.record(key_id, used_at)
             raise
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.flush()
-            except StorageUnavailable as exc:
-                log.warning("could not write last_used_at, will retry: %s", exc)
-            except Exception:
-                log.exception("writing last_used_at failed")
-
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         with contextlib.suppress(StorageUnavailable):
             await self.flush()

@@ -116,14 +116,23 @@ class SqliteStorage:
         self._writer = _sqlite_engine(path, "BEGIN IMMEDIATE", busy_timeout_ms)
         self._reader = _sqlite_engine(path, "BEGIN", busy_timeout_ms)
         self._write_lock = asyncio.Lock()
+        self._writer_task: asyncio.Task[object] | None = None
         self._monitor: sqlite3.Connection | None = None
         self._data_version: int | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
+        task = asyncio.current_task()
+        if task is not None and task is self._writer_task:
+            # Waiting for our own lock would hang forever: fail loudly instead.
+            raise RuntimeError("nested write transaction: use the request's transaction")
         async with self._write_lock, _translate_failures():
-            with self._writer.begin() as conn:
-                yield SqlUnitOfWork(_SyncConnection(conn))
+            self._writer_task = task
+            try:
+                with self._writer.begin() as conn:
+                    yield SqlUnitOfWork(_SyncConnection(conn))
+            finally:
+                self._writer_task = None
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[SqlUnitOfWork]:
