@@ -15,6 +15,9 @@ from limits import RateLimitItem, parse
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from keystile.api.clients import Network, parse_networks
+from keystile.ratelimit.models import Limit
+
 DEFAULT_SCOPES = (
     "read:contacts write:contacts read:deals write:deals write:email write:ai "
     "admin:api_keys admin:webhooks verify:keys"
@@ -63,6 +66,14 @@ class Settings(BaseSettings):
     auth_failure_limit: str = Field(
         "30/minute", description="Failed authentications allowed per client address."
     )
+    redis_prefix: str = Field("keystile", description="Prefix of every Redis key keystile writes.")
+    redis_timeout_ms: int = Field(250, ge=1, le=60_000, description="Redis call timeout.")
+    redis_failure_mode: Literal["open", "closed"] = Field(
+        "open", description="When Redis fails: open (limit per process) or closed (503)."
+    )
+    trusted_proxies: str = Field(
+        "", description="Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed."
+    )
     routes: Path | None = Field(None, description="The gateway's routes file (TOML).")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     access_log: bool = True
@@ -103,6 +114,15 @@ class Settings(BaseSettings):
             raise ValueError(f"KEYSTILE_SCOPES must include {ADMIN_SCOPE}")
         return " ".join(dict.fromkeys(scopes))
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            raise ValueError(f"KEYSTILE_TRUSTED_PROXIES: {exc}") from None
+        return value
+
     @field_validator("tier_standard", "tier_high", "auth_failure_limit")
     @classmethod
     def _check_limit(cls, value: str) -> str:
@@ -116,6 +136,14 @@ class Settings(BaseSettings):
     @cached_property
     def scope_list(self) -> tuple[str, ...]:
         return tuple(self.scopes.split())
+
+    @cached_property
+    def proxies(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
+
+    def limit(self, name: str) -> Limit:
+        text: str = getattr(self, name)
+        return Limit.of(parse_limit(text, f"KEYSTILE_{name.upper()}"))
 
     @property
     def database(self) -> str:

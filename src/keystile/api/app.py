@@ -19,10 +19,15 @@ from keystile.idempotency import crypto
 from keystile.idempotency.crypto import Keyring
 from keystile.idempotency.locks import LocalInFlight
 from keystile.idempotency.service import IdempotencyService
+from keystile.keys.models import Tier
 from keystile.keys.service import KeyService
 from keystile.keys.usage import UsageRecorder
 from keystile.keys.verifier import KeyVerifier
+from keystile.ratelimit.models import WindowCounter
+from keystile.ratelimit.service import RateLimiter
 from keystile.settings import Settings
+from keystile.storage.memory import MemoryWindows
+from keystile.storage.redis import RedisWindows
 from keystile.storage.sql import migrate
 from keystile.storage.sql.database import open_storage, scheme_of
 
@@ -43,6 +48,16 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     )
     keys.on_revoke(verifier.forget)
     idempotency = IdempotencyService(storage, keyring_for(settings), LocalInFlight(), clock=clock)
+    ratelimiter = RateLimiter(
+        window_counter(settings, clock),
+        tiers={
+            Tier.STANDARD: settings.limit("tier_standard"),
+            Tier.HIGH: settings.limit("tier_high"),
+            Tier.UNMETERED: None,
+        },
+        auth_failures=settings.limit("auth_failure_limit"),
+        clock=clock,
+    )
     metrics = Metrics()
     services = Services(
         settings=settings,
@@ -51,6 +66,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         verifier=verifier,
         usage=usage,
         idempotency=idempotency,
+        ratelimiter=ratelimiter,
         metrics=metrics,
         clock=clock,
     )
@@ -67,6 +83,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         finally:
             await purger.stop()
             await usage.stop()
+            await ratelimiter.counter.close()
             await storage.close()
 
     return Pipeline(
@@ -74,6 +91,27 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         router=Router(management, hot={}),
         idempotency=IdempotencyLayer(idempotency, Faults(settings.test_fault_point)),
         lifespan=lifespan,
+    )
+
+
+def window_counter(settings: Settings, clock: Clock) -> WindowCounter:
+    """Redis when configured (limits shared by every instance), else this process."""
+    memory = MemoryWindows(clock)
+    if settings.redis_url is None:
+        if settings.workers > 1:
+            log.warning(
+                "%d workers without KEYSTILE_REDIS_URL: each worker enforces rate limits "
+                "on its own, so a key may get up to %d times its limit",
+                settings.workers,
+                settings.workers,
+            )
+        return memory
+    return RedisWindows(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        timeout_ms=settings.redis_timeout_ms,
+        failure_mode=settings.redis_failure_mode,
+        fallback=memory,
     )
 
 

@@ -20,6 +20,7 @@ from keystile.idempotency.service import IdempotencyService
 from keystile.keys.service import KeyService
 from keystile.keys.usage import UsageRecorder
 from keystile.keys.verifier import KeyVerifier
+from keystile.ratelimit.service import RateLimiter
 from keystile.settings import Settings
 from keystile.storage.base import Storage, UnitOfWork
 
@@ -34,6 +35,7 @@ class Services:
     verifier: KeyVerifier
     usage: UsageRecorder
     idempotency: IdempotencyService
+    ratelimiter: RateLimiter
     metrics: Metrics
     clock: Clock
 

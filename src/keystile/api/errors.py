@@ -8,6 +8,7 @@ import orjson
 from starlette.types import Send
 
 from keystile import errors
+from keystile.ratelimit.models import RateLimiterUnavailable
 from keystile.storage.base import StorageUnavailable
 
 log = logging.getLogger("keystile.api")
@@ -40,6 +41,8 @@ def as_keystile_error(exc: BaseException) -> errors.KeystileError:
         return exc
     if isinstance(exc, StorageUnavailable):
         return errors.ServiceUnavailable()
+    if isinstance(exc, RateLimiterUnavailable):
+        return errors.ServiceUnavailable("Rate limiting is unavailable. Retry later.")
     return errors.KeystileError()  # 500 internal_error; detail goes to the log only
 
 

@@ -27,12 +27,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ulid import ULID
 
 from keystile import errors
+from keystile.api.clients import client_address
 from keystile.api.context import SCOPE_KEY, RequestContext
 from keystile.api.deps import Services
 from keystile.api.errors import as_keystile_error, send_error
 from keystile.api.idempotency import IdempotencyLayer
 from keystile.api.observability import ACCESS_LOGGER, key_pattern
 from keystile.keys.models import ApiKey
+from keystile.keys.verifier import INVALID
 
 log = logging.getLogger("keystile.api")
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -142,6 +144,8 @@ class Pipeline:
         """Start-up and shutdown, as an async context manager (tests enter it directly)."""
         self.verifier = services.verifier
         self.metrics = services.metrics
+        self.ratelimiter = services.ratelimiter
+        self._proxies = services.settings.proxies
         self._access_log_enabled = services.settings.access_log
         self._key_in_path = key_pattern(services.settings.key_prefix)
         self._key_marker = f"{services.settings.key_prefix}_live_"
@@ -156,8 +160,7 @@ class Pipeline:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = RequestContext(request_id=request_id_for(scope), started=time.perf_counter())
-        client = scope.get("client")
-        ctx.client = client[0] if client else None
+        ctx.client = client_address(scope, self._proxies)
         scope[SCOPE_KEY] = ctx
         request_id_header = (b"x-request-id", ctx.request_id.encode())
 
@@ -203,6 +206,11 @@ class Pipeline:
         ctx.own_response = endpoint.own
         if endpoint.protected:
             key = await self.authenticate(scope, ctx)
+            decision = await self.ratelimiter.admit(key)
+            if decision is not None:
+                ctx.extra_headers.extend(decision.headers())
+                if not decision.allowed:
+                    raise errors.RateLimited(decision.retry_after)
             if endpoint.permission is not None and endpoint.permission not in key.permissions:
                 raise errors.InsufficientPermissions(
                     f"This request needs the {endpoint.permission} permission."
@@ -215,16 +223,21 @@ class Pipeline:
             await endpoint.app(scope, receive, send)
 
     async def authenticate(self, scope: Scope, ctx: RequestContext) -> ApiKey:
+        """The calling key, or 401 (429 once the address has failed too often)."""
         token = bearer_token(scope)
-        if token is None:
-            self.metrics.verifications.labels("INVALID").inc()
-            raise errors.InvalidKey()
-        result = await self.verifier.verify(token)
+        result = await self.verifier.verify(token) if token is not None else INVALID
         self.metrics.verifications.labels(result.outcome.value).inc()
-        if not result.valid or result.key is None:
-            raise errors.InvalidKey()
-        ctx.key = result.key
-        return result.key
+        if result.valid and result.key is not None:
+            ctx.key = result.key
+            return result.key
+        # Failed authentications are limited per client address; they never
+        # count against any key's quota.
+        decision = await self.ratelimiter.failed_authentication(ctx.client or "unknown")
+        if not decision.allowed:
+            raise errors.RateLimited(
+                decision.retry_after, "Too many failed authentications from this address."
+            )
+        raise errors.InvalidKey()
 
     def _observe(self, scope: Scope, ctx: RequestContext) -> None:
         elapsed = time.perf_counter() - ctx.started

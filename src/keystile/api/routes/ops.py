@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from keystile.api.deps import ServicesDep, error_response, errors_doc, json_response
 from keystile.api.schemas import Health
@@ -29,6 +30,10 @@ async def readyz(request: Request, services: ServicesDep) -> Response:
         await services.storage.ping()
     except StorageUnavailable:
         return error_response(request, ServiceUnavailable("The database is unreachable."))
+    try:
+        await services.ratelimiter.counter.ping()
+    except (RedisError, OSError, TimeoutError):
+        return error_response(request, ServiceUnavailable("Redis is unreachable."))
     return json_response(200, Health(status="ready"))
 
 

@@ -1,0 +1,1 @@
+"""Rate limits (contract §5): per key by tier, and per address for failed authentication."""

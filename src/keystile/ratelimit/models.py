@@ -1,0 +1,78 @@
+"""Rate-limit values. A denial is a :class:`Decision`, not an exception."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from limits import RateLimitItem
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """``amount`` requests per window of ``window_seconds``."""
+
+    amount: int
+    window_seconds: int
+
+    @classmethod
+    def of(cls, item: RateLimitItem) -> Limit:
+        return cls(amount=int(item.amount), window_seconds=int(item.get_expiry()))
+
+    def __str__(self) -> str:
+        return f"{self.amount}/{self.window_seconds}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """The result of one atomic increment of a window's counter."""
+
+    count: int  # this request's position in its window, 1-based
+    reset: float  # Unix time (seconds) at which the window ends
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int  # 0 <= remaining <= limit
+    reset: int  # whole Unix seconds when the window resets (>= now)
+    retry_after: int  # whole seconds >= 1 until the window resets (meaningful when denied)
+
+    @classmethod
+    def of(cls, limit: Limit, counted: Count, now: float) -> Decision:
+        allowed = counted.count <= limit.amount
+        reset = max(math.ceil(counted.reset), math.ceil(now))
+        return cls(
+            allowed=allowed,
+            limit=limit.amount,
+            remaining=max(0, limit.amount - counted.count),
+            reset=reset,
+            retry_after=max(1, math.ceil(counted.reset - now)),
+        )
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-ratelimit-limit", str(self.limit).encode()),
+            (b"x-ratelimit-remaining", str(self.remaining).encode()),
+            (b"x-ratelimit-reset", str(self.reset).encode()),
+        ]
+
+
+class RateLimiterUnavailable(Exception):
+    """The shared counter store cannot be reached and the policy is to fail closed."""
+
+
+class WindowCounter(Protocol):
+    """Fixed windows aligned to the clock: window ``n`` of a ``w``-second limit
+    is ``[n*w, (n+1)*w)``. ``hit`` increments the counter of the current
+    window atomically and returns the new count, so each request gets its own
+    position: of any ``amount + k`` concurrent requests exactly ``amount``
+    see ``count <= amount``."""
+
+    async def hit(self, key: str, window_seconds: int) -> Count: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

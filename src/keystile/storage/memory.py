@@ -1,0 +1,41 @@
+"""In-process fixed-window counters: the embedded default's rate limiting.
+
+Exact within one process. With several worker processes and no Redis each
+process counts on its own (see docs/rate-limits.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+from keystile import clock as clocks
+from keystile.ratelimit.models import Count
+
+
+class MemoryWindows:
+    def __init__(self, clock: clocks.Clock = clocks.system_clock) -> None:
+        self._clock = clock
+        # window length -> (current window index, counts in that window). A
+        # new window replaces the old dict whole: memory holds only the keys
+        # seen in the current window.
+        self._windows: dict[int, tuple[int, dict[str, int]]] = {}
+
+    async def hit(self, key: str, window_seconds: int) -> Count:
+        return self.hit_now(key, window_seconds)
+
+    def hit_now(self, key: str, window_seconds: int) -> Count:
+        index = math.floor(self._clock() / window_seconds)
+        current = self._windows.get(window_seconds)
+        if current is None or current[0] != index:
+            current = (index, {})
+            self._windows[window_seconds] = current
+        counts = current[1]
+        count = counts.get(key, 0) + 1
+        counts[key] = count
+        return Count(count=count, reset=float((index + 1) * window_seconds))
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._windows.clear()
