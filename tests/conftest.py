@@ -14,15 +14,27 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from keystile.api.app import create_app
 from keystile.api.observability import json_formatter
 from keystile.api.pipeline import Pipeline
+from keystile.idempotency.crypto import generate_key
 from keystile.settings import Settings
-from tests.support import LEDGER, FakeClock, LedgerLogHandler, Tenant, make_tenant
+from keystile.storage.sql import migrate
+from tests.support import (
+    LEDGER,
+    FakeClock,
+    LedgerLogHandler,
+    Tenant,
+    make_tenant,
+    postgres_url,
+    psql,
+)
 
 for _name in [n for n in os.environ if n.startswith("KEYSTILE_")]:
     del os.environ[_name]
@@ -58,9 +70,48 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated database that each PostgreSQL test copies (fast)."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    name = f"kst_template_{uuid.uuid4().hex[:10]}"
+    psql(f"CREATE DATABASE {name}")
+    try:
+        migrate.upgrade(postgres_url(name))
+        yield name
+    finally:
+        psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, last_used_interval_seconds=0.05)
+def postgres_database(pg_template: str) -> Iterator[str]:
+    """A database of this test's own, dropped afterwards: its URL."""
+    name = f"kst_{uuid.uuid4().hex[:12]}"
+    psql(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    try:
+        yield postgres_url(name)
+    finally:
+        psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    """Every test that stores anything runs on both databases."""
+    if request.param == "sqlite":
+        return f"sqlite:///{data_dir / 'keystile.db'}"
+    return str(request.getfixturevalue("postgres_database"))
+
+
+def settings_for(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test app; PostgreSQL needs an explicit application key."""
+    if not database_url.startswith("sqlite"):
+        overrides.setdefault("secret_key", SecretStr(generate_key()))
+    return Settings(data_dir=data_dir, database_url=database_url, **overrides)
+
+
+@pytest.fixture
+def settings(database_url: str, data_dir: Path) -> Settings:
+    return settings_for(database_url, data_dir, last_used_interval_seconds=0.05)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -213,3 +214,48 @@ def cli_admin(env: dict[str, str], *permissions: str) -> tuple[str, str]:
     secret = json.loads(made.stdout)["data"]["key"]
     LEDGER.remember(secret)
     return account, secret
+
+
+PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+
+
+def postgres_url(database: str, port: int = PG_PORT) -> str:
+    return f"postgresql://{PG_USER}@{PG_HOST}:{port}/{database}"
+
+
+def psql(sql: str, database: str = "test", port: int = PG_PORT) -> str:
+    result = subprocess.run(
+        ["psql", "-h", PG_HOST, "-p", str(port), "-U", PG_USER, "-d", database,
+         "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"psql failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+async def count_rows(app: Pipeline, table: str) -> int:
+    """Rows in ``table`` of the app's database, read behind the app's back."""
+    url = app.services.settings.database
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+    return int(psql(f"SELECT count(*) FROM {table}", database_name(url)).strip())  # noqa: S608
+
+
+def stored_bytes(app: Pipeline) -> dict[str, bytes]:
+    """Everything the app's database holds, as bytes: the SQLite files (WAL
+    included), or a full dump of the PostgreSQL database."""
+    url = app.services.settings.database
+    if url.startswith("sqlite"):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    dump = subprocess.run(
+        ["pg_dump", "-h", PG_HOST, "-U", PG_USER, "--data-only", database_name(url)],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    return {"pg_dump": dump.stdout}

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         description="sqlite:///file.db or postgresql://user@host/db "
         "(default: SQLite in the data dir).",
     )
+    database_timeout_seconds: float = Field(
+        5.0, gt=0, le=300, description="Longest wait for a database connection or statement."
+    )
+    database_pool_size: int = Field(
+        10, ge=1, le=500, description="PostgreSQL connections per process."
+    )
     redis_url: str | None = Field(
         None,
         description="redis://host:port/db; shares rate limits, idempotency locks and revocations.",
@@ -82,6 +88,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     key_cache_size: int = Field(
         10_000, ge=0, description="Verified keys kept in memory per process."
+    )
+    key_cache_ttl_seconds: float = Field(
+        10.0, gt=0, description="Longest a verified key stays cached (a backstop to invalidation)."
     )
     idempotency_purge_interval_seconds: float = Field(
         600.0, gt=0, description="How often expired idempotency records are deleted."

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import Counter
 from typing import Any
 
@@ -12,7 +11,8 @@ import pytest
 
 from keystile.api.pipeline import Pipeline
 from keystile.keys.service import KeyService
-from tests.support import FakeClock, Tenant, assert_error, make_tenant
+from tests.conftest import settings_for
+from tests.support import FakeClock, Tenant, assert_error, count_rows, make_tenant, stored_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -30,9 +30,7 @@ async def post(
 
 
 async def records(app: Pipeline) -> int:
-    path = app.services.settings.data_dir / "keystile.db"
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT count(*) FROM idempotency_records").fetchone()[0])
+    return await count_rows(app, "idempotency_records")
 
 
 async def key_count(client: httpx.AsyncClient, tenant: Tenant) -> int:
@@ -284,13 +282,13 @@ class TestRetention:
         assert await records(app) == 0
 
 
-async def test_the_server_purges_periodically(data_dir: Any, clock: FakeClock) -> None:
+async def test_the_server_purges_periodically(
+    data_dir: Any, database_url: str, clock: FakeClock
+) -> None:
     from keystile.api.app import create_app
-    from keystile.settings import Settings
 
-    app = create_app(
-        Settings(data_dir=data_dir, idempotency_purge_interval_seconds=0.02), clock=clock
-    )
+    settings = settings_for(database_url, data_dir, idempotency_purge_interval_seconds=0.02)
+    app = create_app(settings, clock=clock)
     async with app.lifespan():
         tenant = await make_tenant(app)
         transport = httpx.ASGITransport(app=app)
@@ -313,25 +311,23 @@ async def test_stored_responses_hold_no_plaintext_secret(
         response = await post(client, tenant, f"s{n}", {**BODY, "name": f"n{n}"})
         await post(client, tenant, f"s{n}", {**BODY, "name": f"n{n}"})
         secrets.append(response.json()["data"]["key"])
-    for path in app.services.settings.data_dir.iterdir():
-        blob = path.read_bytes()
+    for name, blob in stored_bytes(app).items():
         for secret in secrets:
-            assert secret.encode() not in blob and secret[9:25].encode() not in blob, path
+            assert secret.encode() not in blob and secret[9:25].encode() not in blob, name
 
 
 async def test_rotating_the_application_key_keeps_replays_working(
-    data_dir: Any, clock: FakeClock
+    data_dir: Any, database_url: str, clock: FakeClock
 ) -> None:
     from pydantic import SecretStr
 
     from keystile.api.app import create_app
     from keystile.idempotency.crypto import generate_key
-    from keystile.settings import Settings
 
     old, new = generate_key(), generate_key()
 
     async def attempt(secret_key: str, tenant: Tenant | None) -> tuple[httpx.Response, Tenant]:
-        settings = Settings(data_dir=data_dir, secret_key=SecretStr(secret_key))
+        settings = settings_for(database_url, data_dir, secret_key=SecretStr(secret_key))
         app = create_app(settings, clock=clock)
         async with app.lifespan():
             tenant = tenant or await make_tenant(app)

@@ -15,6 +15,7 @@ from keystile.api.app import create_app
 from keystile.api.pipeline import Pipeline
 from keystile.keys.models import Plan
 from keystile.settings import Settings
+from tests.conftest import settings_for
 from tests.support import LEDGER, FakeClock, Tenant, assert_error, make_tenant
 
 pytestmark = pytest.mark.anyio
@@ -23,9 +24,10 @@ LIMIT, HIGH, WINDOW = 5, 8, 10
 
 
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
-    return Settings(
-        data_dir=data_dir,
+def settings(database_url: str, data_dir: Path) -> Settings:
+    return settings_for(
+        database_url,
+        data_dir,
         tier_standard=f"{LIMIT}/{WINDOW} seconds",
         tier_high=f"{HIGH}/{WINDOW} seconds",
         auth_failure_limit="3/minute",
@@ -169,9 +171,9 @@ class Test429:
 
 class TestExactness:
     @pytest.fixture
-    def settings(self, data_dir: Path) -> Settings:
-        return Settings(
-            data_dir=data_dir, tier_standard="50/10 seconds", auth_failure_limit="1000/minute"
+    def settings(self, database_url: str, data_dir: Path) -> Settings:
+        return settings_for(
+            database_url, data_dir, tier_standard="50/10 seconds", auth_failure_limit="1000/minute"
         )
 
     async def test_never_more_than_the_limit_admitted_under_concurrent_load(

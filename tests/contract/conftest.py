@@ -1,9 +1,10 @@
-"""Storage backends for the contract suite: every backend runs the same tests."""
+"""Storage backends for the contract suite: every backend runs the same tests
+(``database_url`` is parametrized over SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -11,13 +12,10 @@ from keystile.storage.base import Storage
 from keystile.storage.sql import migrate
 from keystile.storage.sql.database import open_storage
 
-BACKENDS = ["sqlite"]
 
-
-@pytest.fixture(params=BACKENDS)
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    url = f"sqlite:///{tmp_path / 'contract.db'}"
-    migrate.upgrade(url)
-    backend = open_storage(url)
+@pytest.fixture
+async def storage(database_url: str) -> AsyncIterator[Storage]:
+    await asyncio.to_thread(migrate.upgrade, database_url)
+    backend = open_storage(database_url)
     yield backend
     await backend.close()

@@ -7,6 +7,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.asyncio import Redis
+
 from keystile.api.deps import Services
 from keystile.api.idempotency import IdempotencyLayer
 from keystile.api.management import create_management_app
@@ -17,7 +19,7 @@ from keystile.errors import ConfigurationError
 from keystile.faults import Faults
 from keystile.idempotency import crypto
 from keystile.idempotency.crypto import Keyring
-from keystile.idempotency.locks import LocalInFlight
+from keystile.idempotency.locks import InFlight, LocalInFlight
 from keystile.idempotency.service import IdempotencyService
 from keystile.keys.models import Tier
 from keystile.keys.service import KeyService
@@ -27,7 +29,7 @@ from keystile.ratelimit.models import WindowCounter
 from keystile.ratelimit.service import RateLimiter
 from keystile.settings import Settings
 from keystile.storage.memory import MemoryWindows
-from keystile.storage.redis import RedisWindows
+from keystile.storage.redis import RedisInFlight, RedisRevocations, RedisWindows, connect
 from keystile.storage.sql import migrate
 from keystile.storage.sql.database import open_storage, scheme_of
 
@@ -36,7 +38,15 @@ log = logging.getLogger("keystile")
 
 def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     """The ASGI application for ``settings``. Connects to nothing until started."""
-    storage = open_storage(settings.database)
+    storage = open_storage(
+        settings.database,
+        timeout_seconds=settings.database_timeout_seconds,
+        pool_size=settings.database_pool_size,
+    )
+    embedded = scheme_of(settings.database) == "sqlite"
+    redis_client = (
+        connect(settings.redis_url, settings.redis_timeout_ms) if settings.redis_url else None
+    )
     keys = KeyService(storage, prefix=settings.key_prefix, clock=clock)
     usage = UsageRecorder(storage, settings.last_used_interval_seconds)
     verifier = KeyVerifier(
@@ -44,12 +54,23 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         prefix=settings.key_prefix,
         clock=clock,
         cache_size=settings.key_cache_size,
+        # Without SQLite's change counter or a Redis feed, a cached key could
+        # outlive its revocation on another instance by the TTL: keep it short.
+        cache_ttl_seconds=settings.key_cache_ttl_seconds
+        if embedded or redis_client
+        else min(settings.key_cache_ttl_seconds, 1.0),
         usage=usage,
     )
     keys.on_revoke(verifier.forget)
-    idempotency = IdempotencyService(storage, keyring_for(settings), LocalInFlight(), clock=clock)
+    revocations = None if embedded else revocation_feed(settings, keys, verifier)
+    in_flight: InFlight = LocalInFlight()
+    if redis_client is not None:
+        in_flight = RedisInFlight(
+            redis_client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms
+        )
+    idempotency = IdempotencyService(storage, keyring_for(settings), in_flight, clock=clock)
     ratelimiter = RateLimiter(
-        window_counter(settings, clock),
+        window_counter(settings, redis_client, clock),
         tiers={
             Tier.STANDARD: settings.limit("tier_standard"),
             Tier.HIGH: settings.limit("tier_high"),
@@ -58,7 +79,6 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         auth_failures=settings.limit("auth_failure_limit"),
         clock=clock,
     )
-    metrics = Metrics()
     services = Services(
         settings=settings,
         storage=storage,
@@ -67,7 +87,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         usage=usage,
         idempotency=idempotency,
         ratelimiter=ratelimiter,
-        metrics=metrics,
+        metrics=Metrics(),
         clock=clock,
     )
     management = create_management_app(services)
@@ -78,12 +98,18 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         purger = idempotency.purger(settings.idempotency_purge_interval_seconds)
         usage.start()
         purger.start()
+        if revocations is not None:
+            revocations.start()
         try:
             yield
         finally:
+            if revocations is not None:
+                await revocations.stop()
             await purger.stop()
             await usage.stop()
             await ratelimiter.counter.close()
+            if redis_client is not None:
+                await redis_client.aclose()
             await storage.close()
 
     return Pipeline(
@@ -94,10 +120,29 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     )
 
 
-def window_counter(settings: Settings, clock: Clock) -> WindowCounter:
+def revocation_feed(
+    settings: Settings, keys: KeyService, verifier: KeyVerifier
+) -> RedisRevocations | None:
+    """With a shared database and Redis: publish each revocation, evict the
+    keys other instances revoke, and use the cache only while subscribed."""
+    if settings.redis_url is None:
+        return None
+    feed = RedisRevocations(
+        connect(settings.redis_url, settings.redis_timeout_ms, subscriber=True),
+        prefix=settings.redis_prefix,
+        timeout_ms=settings.redis_timeout_ms,
+        on_revoked=verifier.forget,
+        on_resubscribed=verifier.cache.clear,
+    )
+    keys.on_revoke(feed.publish)
+    verifier.cache_is_current = lambda: feed.live
+    return feed
+
+
+def window_counter(settings: Settings, redis_client: Redis | None, clock: Clock) -> WindowCounter:
     """Redis when configured (limits shared by every instance), else this process."""
     memory = MemoryWindows(clock)
-    if settings.redis_url is None:
+    if redis_client is None:
         if settings.workers > 1:
             log.warning(
                 "%d workers without KEYSTILE_REDIS_URL: each worker enforces rate limits "
@@ -107,7 +152,7 @@ def window_counter(settings: Settings, clock: Clock) -> WindowCounter:
             )
         return memory
     return RedisWindows(
-        settings.redis_url,
+        redis_client,
         prefix=settings.redis_prefix,
         timeout_ms=settings.redis_timeout_ms,
         failure_mode=settings.redis_failure_mode,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -114,6 +115,9 @@ class KeyVerifier:
     ) -> None:
         self._storage = storage
         self._usage = usage
+        self.cache_is_current: Callable[[], bool] = lambda: True
+        """False while revocations might be missed (a broken revocation feed):
+        then every check goes to the database."""
         self._prefix = prefix
         self._clock = clock
         self.cache = KeyCache(cache_size, cache_ttl_seconds)
@@ -130,7 +134,8 @@ class KeyVerifier:
         now = clocks.now_micros(self._clock)
         if await self._storage.changed_elsewhere():
             self.cache.clear()
-        key = self.cache.get(digest, now)
+        use_cache = self.cache_is_current()
+        key = self.cache.get(digest, now) if use_cache else None
         if key is None:
             epoch = self.cache.epoch
             async with self._storage.reader() as uow:
@@ -142,7 +147,8 @@ class KeyVerifier:
             # so that no code path ever compares secrets with ==.
             if not hmac.compare_digest(stored_digest, digest):
                 return INVALID
-            self.cache.put(digest, key, now, epoch)
+            if use_cache:
+                self.cache.put(digest, key, now, epoch)
         status = key.status(now)
         if status is KeyStatus.REVOKED:
             return Verification(Outcome.REVOKED, key)

@@ -19,8 +19,11 @@ then the next request tries Redis again and, if it answers, all is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -57,23 +60,32 @@ return out
 _Pending = tuple[str, int, "asyncio.Future[Count]"]
 
 
+def connect(url: str, timeout_ms: int, *, subscriber: bool = False) -> aioredis.Redis:
+    """A client (a connection pool) whose every call gives up after the timeout.
+
+    A subscriber waits for messages indefinitely, so it has no read timeout;
+    a health check every 2 s notices a connection that died silently.
+    """
+    timeout = timeout_ms / 1000
+    if subscriber:
+        return aioredis.Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=2)
+    return aioredis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+    )
+
+
 class RedisWindows:
     def __init__(
         self,
-        url: str,
+        client: aioredis.Redis,
         *,
         prefix: str = "keystile",
         timeout_ms: int = 250,
         failure_mode: FailureMode = "open",
         fallback: MemoryWindows | None = None,
     ) -> None:
+        self.client = client
         timeout = timeout_ms / 1000
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-        )
         self._prefix = f"{prefix}:rl:"
         self._timeout = timeout
         self._failure_mode = failure_mode
@@ -141,4 +153,135 @@ class RedisWindows:
     async def close(self) -> None:
         for task in list(self._tasks):
             await task
-        await self.client.aclose()
+
+
+# Release a lock only if we still hold it (our token), atomically.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisInFlight:
+    """Idempotency locks shared by every instance (``SET NX PX``).
+
+    Only decides who answers ``409 idempotency_key_in_use`` while the first
+    request runs; exactly-once rests on the database (see ``idempotency``).
+    So when Redis fails, this falls back to process-local locks instead of
+    failing requests.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str, timeout_ms: int, ttl_seconds: float = 60.0
+    ) -> None:
+        from keystile.idempotency.locks import LocalInFlight
+
+        self._client = client
+        self._prefix = f"{prefix}:idem:"
+        self._timeout = timeout_ms / 1000
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self._tokens: dict[str, str] = {}
+        self._local = LocalInFlight()
+        self._release = client.register_script(_RELEASE_SCRIPT)
+
+    async def acquire(self, name: str) -> bool:
+        if not await self._local.acquire(name):
+            return False
+        token = uuid.uuid4().hex
+        try:
+            async with asyncio.timeout(self._timeout):
+                taken = await self._client.set(self._prefix + name, token, nx=True, px=self._ttl_ms)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("Redis unavailable for idempotency locks, using local ones: %s", exc)
+            return True
+        if not taken:
+            await self._local.release(name)
+            return False
+        self._tokens[name] = token
+        return True
+
+    async def release(self, name: str) -> None:
+        await self._local.release(name)
+        token = self._tokens.pop(name, None)
+        if token is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._release(keys=[self._prefix + name], args=[token])
+        except (RedisError, OSError, TimeoutError):
+            pass  # the lock expires on its own after its TTL
+
+
+class RedisRevocations:
+    """Revocations fanned out to every instance through Redis pub/sub.
+
+    Each instance caches verified keys; a revocation is published, and every
+    subscriber evicts the key at once (well under a second). While the
+    subscription is down, a message could be missed, so the cache is not
+    used at all (``live`` is False) until it is back, and it is cleared on
+    every (re)subscription.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        timeout_ms: int,
+        on_revoked: Callable[[str], Awaitable[None]],
+        on_resubscribed: Callable[[], None],
+    ) -> None:
+        self._client = client
+        self._channel = f"{prefix}:revocations"
+        self._timeout = timeout_ms / 1000
+        self._on_revoked = on_revoked
+        self._on_resubscribed = on_resubscribed
+        self.live = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self, key_id: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._client.publish(self._channel, key_id)
+        except (RedisError, OSError, TimeoutError) as exc:
+            # Other instances' subscriptions are then broken too (their
+            # cache is off) or their cache entries expire within the TTL.
+            log.error("could not publish the revocation of %s: %s", key_id, exc)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._on_resubscribed()  # anything may have been missed before
+                        self.live = True
+                    elif message["type"] == "message":
+                        await self._on_revoked(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.live:
+                    log.warning("revocation feed lost (%s); verifying without cache", exc)
+                self.live = False
+                await asyncio.sleep(0.2)
+            finally:
+                self.live = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._listen(), name="revocations")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

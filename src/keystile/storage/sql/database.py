@@ -41,16 +41,30 @@ _UNAVAILABLE = (
 )
 
 
+# SQLSTATE classes that mean "the server cannot serve now", not "your query is
+# wrong": connection exceptions, insufficient resources (too many
+# connections), operator intervention (shutting down, starting up, crashed).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+
+
+def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
 @asynccontextmanager
 async def _translate_failures() -> AsyncIterator[None]:
-    """Turn "the database is not there" into :class:`StorageUnavailable` (→ 503)."""
+    """Turn "the database is not there" into :class:`StorageUnavailable` (→ 503);
+    anything else (a bug) stays what it is (→ 500)."""
     try:
         yield
     except _UNAVAILABLE as exc:
         raise StorageUnavailable(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
     except sa.exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StorageUnavailable("database connection lost") from exc
+        if _is_unavailable(exc):
+            raise StorageUnavailable(str(exc).splitlines()[0]) from exc
         raise
 
 
@@ -168,39 +182,70 @@ class SqliteStorage:
         self._reader.dispose()
 
 
+def _discard_timed_out_connections(context: sa.engine.ExceptionContext) -> None:
+    """A statement that timed out leaves its connection in an unknown state:
+    treat it as dead and cut it at once. Otherwise SQLAlchemy would first
+    send a ROLLBACK, then try a graceful close (2 s), each waiting on a
+    server that does not answer, and the client would wait for a multiple
+    of the configured timeout."""
+    if not isinstance(context.original_exception, TimeoutError | OSError):
+        return
+    context.is_disconnect = True
+    pooled = context.connection.connection if context.connection is not None else None
+    driver = getattr(pooled, "driver_connection", None)
+    if driver is not None:
+        driver.terminate()  # asyncpg: close the socket without a goodbye
+
+
 class PostgresStorage:
-    """Production: PostgreSQL through asyncpg."""
+    """Production: PostgreSQL through asyncpg.
+
+    Reads use a separate engine in autocommit mode: a point lookup is one
+    round trip, with no BEGIN/ROLLBACK around it. Connections are not
+    pinged on checkout; a connection found dead fails its request with 503
+    and is replaced, so the next request works again.
+    """
 
     def __init__(self, url: str, *, timeout_seconds: float = 5.0, pool_size: int = 10) -> None:
         self.url = url
-        self._engine: AsyncEngine = create_async_engine(
-            async_url(url),
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_timeout=timeout_seconds,
-            pool_pre_ping=True,
-            connect_args={"timeout": timeout_seconds, "command_timeout": timeout_seconds},
+        options: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": pool_size,
+            "pool_timeout": timeout_seconds,
+            "connect_args": {"timeout": timeout_seconds, "command_timeout": timeout_seconds},
+        }
+        self._writer: AsyncEngine = create_async_engine(async_url(url), **options)
+        self._reader: AsyncEngine = create_async_engine(
+            async_url(url), isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **options
         )
+        self._timeout = timeout_seconds
+        for engine in (self._writer, self._reader):
+            event.listen(engine.sync_engine, "handle_error", _discard_timed_out_connections)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
-        async with _translate_failures(), self._engine.begin() as conn:
+        async with _translate_failures(), self._writer.begin() as conn:
             yield SqlUnitOfWork(_AsyncConnection(conn))
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[SqlUnitOfWork]:
-        async with _translate_failures(), self._engine.connect() as conn:
+        async with _translate_failures(), self._reader.connect() as conn:
             yield SqlUnitOfWork(_AsyncConnection(conn))
 
     async def changed_elsewhere(self) -> bool:
-        return False
+        return False  # other instances' revocations arrive through Redis (or the cache TTL)
 
     async def ping(self) -> None:
-        async with _translate_failures(), self._engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        async with (
+            _translate_failures(),
+            asyncio.timeout(self._timeout),
+            self._reader.connect() as conn,
+        ):
+            await conn.execute(sa.text("SELECT 1 FROM api_keys LIMIT 1"))
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._writer.dispose()
+        await self._reader.dispose()
 
 
 def sqlite_path(url: str) -> Path:
@@ -218,15 +263,15 @@ def async_url(url: str) -> str:
     return "postgresql+asyncpg://" + url.partition("://")[2]
 
 
-def _open_sqlite(url: str) -> SqliteStorage:
-    return SqliteStorage(sqlite_path(url))
+def _open_sqlite(url: str, timeout_seconds: float, pool_size: int) -> SqliteStorage:
+    return SqliteStorage(sqlite_path(url), busy_timeout_ms=int(timeout_seconds * 1000))
 
 
-def _open_postgres(url: str) -> PostgresStorage:
-    return PostgresStorage(url)
+def _open_postgres(url: str, timeout_seconds: float, pool_size: int) -> PostgresStorage:
+    return PostgresStorage(url, timeout_seconds=timeout_seconds, pool_size=pool_size)
 
 
-ADAPTERS: dict[str, Callable[[str], SqliteStorage | PostgresStorage]] = {
+ADAPTERS: dict[str, Callable[[str, float, int], SqliteStorage | PostgresStorage]] = {
     "sqlite": _open_sqlite,
     "postgresql": _open_postgres,
     "postgres": _open_postgres,
@@ -243,5 +288,8 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
-def open_storage(url: str) -> SqliteStorage | PostgresStorage:
-    return ADAPTERS[scheme_of(url)](url)
+def open_storage(
+    url: str, *, timeout_seconds: float = 5.0, pool_size: int = 10
+) -> SqliteStorage | PostgresStorage:
+    """The storage adapter for ``url``'s scheme. Connects to nothing yet."""
+    return ADAPTERS[scheme_of(url)](url, timeout_seconds, pool_size)

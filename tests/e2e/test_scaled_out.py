@@ -1,0 +1,143 @@
+"""Many instances, one truth (issue #5): two ``keystile serve`` processes,
+each with two workers, on one PostgreSQL and one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keystile.idempotency.crypto import generate_key
+from tests.support import LEDGER, cli_admin, keystile_env, serving
+
+
+@pytest.fixture
+def instances(
+    tmp_path: Path, postgres_database: str, redis_url: str, redis_prefix: str
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    env = keystile_env(
+        tmp_path / "unused",
+        KEYSTILE_DATABASE_URL=postgres_database,
+        KEYSTILE_REDIS_URL=redis_url,
+        KEYSTILE_REDIS_PREFIX=redis_prefix,
+        KEYSTILE_SECRET_KEY=generate_key(),
+        KEYSTILE_TIER_STANDARD="1000/10 seconds",
+    )
+    _, admin = cli_admin(env, "admin:api_keys", "read:contacts")
+    with ExitStack() as stack:
+        a = stack.enter_context(serving(env, "--workers", "2", log=tmp_path / "a.log"))
+        b = stack.enter_context(serving(env, "--workers", "2", log=tmp_path / "b.log"))
+        yield a, b, {"Authorization": f"Bearer {admin}"}
+    for name in ("a.log", "b.log"):
+        log = (tmp_path / name).read_text()
+        assert '"status": 500' not in log and "Traceback" not in log, log[-2000:]
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def create(url: str, auth: dict[str, str], name: str, **headers: str) -> httpx.Response:
+    body = {"name": name, "permissions": ["read:contacts"]}
+    response = httpx.post(f"{url}/v1/api-keys", json=body, headers={**auth, **headers})
+    if response.status_code == 201:
+        LEDGER.remember(response.json()["data"]["key"])
+    return response
+
+
+def test_a_key_created_on_a_works_on_b(instances: tuple[str, str, dict[str, str]]) -> None:
+    a, b, auth = instances
+    secret = create(a, auth, "made on a").json()["data"]["key"]
+    assert (
+        httpx.get(f"{b}/v1/api-keys/x", headers=bearer(secret)).status_code == 403
+    )  # authenticated
+
+
+def test_a_key_revoked_on_b_is_refused_on_a_within_a_second(
+    instances: tuple[str, str, dict[str, str]],
+) -> None:
+    a, b, auth = instances
+    victim = create(a, auth, "victim").json()["data"]
+    # Fresh connections reach both of A's workers, so both have the key cached.
+    for _ in range(20):
+        assert httpx.get(f"{a}/v1/api-keys/x", headers=bearer(victim["key"])).status_code == 403
+    assert httpx.delete(f"{b}/v1/api-keys/{victim['id']}", headers=auth).status_code == 200
+    revoked_at = time.monotonic()
+    refused: list[float] = []
+    while len(refused) < 20:
+        status = httpx.get(f"{a}/v1/api-keys/x", headers=bearer(victim["key"])).status_code
+        elapsed = time.monotonic() - revoked_at
+        if status == 401:
+            refused.append(elapsed)
+        else:
+            assert refused == [], "a revoked key was accepted again after being refused"
+            assert elapsed < 1.0, f"still accepted {elapsed:.3f} s after revocation"
+    print(f"revocation reached instance A after {refused[0] * 1000:.1f} ms")
+
+
+def test_an_idempotent_create_sent_to_a_and_retried_on_b_replays(
+    instances: tuple[str, str, dict[str, str]],
+) -> None:
+    a, b, auth = instances
+    first = create(a, auth, "once", **{"Idempotency-Key": "cross"})
+    retried = create(b, auth, "once", **{"Idempotency-Key": "cross"})
+    assert first.status_code == retried.status_code == 201
+    assert retried.content == first.content
+    assert retried.headers["idempotent-replayed"] == "true"
+
+
+def test_50_concurrent_creates_of_one_name_across_a_and_b_give_one_201(
+    instances: tuple[str, str, dict[str, str]],
+) -> None:
+    a, b, auth = instances
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=auth, timeout=30) as http:
+            body = {"name": "contended", "permissions": ["read:contacts"]}
+            return await asyncio.gather(
+                *(http.post(f"{(a, b)[n % 2]}/v1/api-keys", json=body) for n in range(50))
+            )
+
+    responses = asyncio.run(race())
+    for response in responses:
+        if response.status_code == 201:
+            LEDGER.remember(response.json()["data"]["key"])
+    assert Counter(r.status_code for r in responses) == {201: 1, 409: 49}
+
+
+def test_the_rate_limit_is_global(
+    tmp_path: Path, postgres_database: str, redis_url: str, redis_prefix: str
+) -> None:
+    env = keystile_env(
+        tmp_path / "unused",
+        KEYSTILE_DATABASE_URL=postgres_database,
+        KEYSTILE_REDIS_URL=redis_url,
+        KEYSTILE_REDIS_PREFIX=redis_prefix,
+        KEYSTILE_SECRET_KEY=generate_key(),
+        KEYSTILE_TIER_STANDARD="40/30 seconds",
+    )
+    _, admin = cli_admin(env, "admin:api_keys")
+    with serving(env, log=tmp_path / "a.log") as a, serving(env, log=tmp_path / "b.log") as b:
+
+        async def load() -> list[httpx.Response]:
+            async with httpx.AsyncClient(headers=bearer(admin), timeout=30) as http:
+                return await asyncio.gather(
+                    *(http.get(f"{(a, b)[n % 2]}/v1/api-keys/none") for n in range(120))
+                )
+
+        responses = asyncio.run(load())
+    windows: dict[str, Counter[int]] = {}
+    for response in responses:
+        windows.setdefault(response.headers["x-ratelimit-reset"], Counter())[
+            response.status_code
+        ] += 1
+    for statuses in windows.values():
+        assert statuses[404] <= 40
+        if statuses[429]:
+            assert statuses[404] == 40
