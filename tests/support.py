@@ -162,11 +162,25 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+class ServerURL(str):
+    """A server's base URL that also knows the server's process id."""
+
+    pid: int
+
+
+def resident_peak_kib(pid: int) -> int:
+    """The process's peak resident memory (VmHWM) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
 @contextmanager
 def serving(
     env: dict[str, str], *args: str, port: int | None = None, log: Path | None = None
-) -> Iterator[str]:
-    """A real ``keystile serve`` process; yields its base URL."""
+) -> Iterator[ServerURL]:
+    """A real ``keystile serve`` process; yields its base URL (with ``.pid``)."""
     port = port or free_port()
     log_file = open(log or os.devnull, "wb")  # noqa: SIM115
     process = subprocess.Popen(
@@ -175,7 +189,8 @@ def serving(
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = ServerURL(f"http://127.0.0.1:{port}")
+    url.pid = process.pid
     try:
         deadline = time.monotonic() + 30
         while True:

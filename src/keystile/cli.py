@@ -108,6 +108,7 @@ def serve(
     """Start the HTTP service (migrating the database first)."""
     import uvicorn
 
+    from keystile.api.app import check
     from keystile.api.observability import configure_logging, uvicorn_log_config
 
     # Flags override the environment; worker processes read the environment.
@@ -116,6 +117,7 @@ def serve(
             os.environ[f"KEYSTILE_{name}"] = str(value)
     settings = _settings()
     configure_logging(settings.log_level)
+    check(settings)
     migrate.upgrade(settings.database)
     uvicorn.run(
         "keystile.api.app:factory",

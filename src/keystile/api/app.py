@@ -7,16 +7,21 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from redis.asyncio import Redis
 
 from keystile.api.deps import Services
 from keystile.api.idempotency import IdempotencyLayer
 from keystile.api.management import create_management_app
 from keystile.api.observability import Metrics, configure_logging
-from keystile.api.pipeline import Pipeline, Router
+from keystile.api.pipeline import Endpoint, Pipeline, Router
+from keystile.api.verify import PATH as VERIFY_PATH
+from keystile.api.verify import VerifyEndpoint
 from keystile.clock import Clock, system_clock
 from keystile.errors import ConfigurationError
 from keystile.faults import Faults
+from keystile.gateway.proxy import Proxy
+from keystile.gateway.routes import RouteTable, load_routes
 from keystile.idempotency import crypto
 from keystile.idempotency.crypto import Keyring
 from keystile.idempotency.locks import InFlight, LocalInFlight
@@ -27,7 +32,7 @@ from keystile.keys.usage import UsageRecorder
 from keystile.keys.verifier import KeyVerifier
 from keystile.ratelimit.models import WindowCounter
 from keystile.ratelimit.service import RateLimiter
-from keystile.settings import Settings
+from keystile.settings import VERIFY_SCOPE, Settings
 from keystile.storage.memory import MemoryWindows
 from keystile.storage.redis import RedisInFlight, RedisRevocations, RedisWindows, connect
 from keystile.storage.sql import migrate
@@ -91,6 +96,17 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         clock=clock,
     )
     management = create_management_app(services)
+    routes = load_routes(settings.routes, settings.catalog) if settings.routes else RouteTable([])
+    upstreams = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        follow_redirects=False,
+        trust_env=False,
+    )
+    hot = {
+        ("POST", VERIFY_PATH): Endpoint(
+            name=VERIFY_PATH, app=VerifyEndpoint(services), permission=VERIFY_SCOPE
+        )
+    }
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -110,11 +126,12 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
             await ratelimiter.counter.close()
             if redis_client is not None:
                 await redis_client.aclose()
+            await upstreams.aclose()
             await storage.close()
 
     return Pipeline(
         services=services,
-        router=Router(management, hot={}),
+        router=Router(management, hot, routes, Proxy(upstreams, settings.proxies)),
         idempotency=IdempotencyLayer(idempotency, Faults(settings.test_fault_point)),
         lifespan=lifespan,
     )
@@ -170,6 +187,14 @@ def keyring_for(settings: Settings) -> Keyring:
         "KEYSTILE_SECRET_KEY must be set when the database is not the embedded SQLite "
         "(every instance needs the same key; make one with: keystile secret-key)"
     )
+
+
+def check(settings: Settings) -> None:
+    """Refuse to start on configuration that could only fail later (the routes
+    file, the application key), with one clear message."""
+    if settings.routes:
+        load_routes(settings.routes, settings.catalog)
+    keyring_for(settings)
 
 
 def factory() -> Pipeline:

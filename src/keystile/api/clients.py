@@ -18,7 +18,7 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     )
 
 
-def _trusted(address: str, trusted: Sequence[Network]) -> bool:
+def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -32,7 +32,7 @@ def client_address(scope: Scope, trusted: Sequence[Network]) -> str | None:
     sending its own header: only hops appended by trusted proxies count."""
     peer = scope.get("client")
     address: str | None = peer[0] if peer else None
-    if not trusted or address is None or not _trusted(address, trusted):
+    if not trusted or address is None or not is_trusted(address, trusted):
         return address
     hops: list[str] = []
     for name, value in scope["headers"]:
@@ -44,6 +44,6 @@ def client_address(scope: Scope, trusted: Sequence[Network]) -> str | None:
         except ValueError:
             return address  # a malformed hop: trust nothing beyond the last good one
         address = hop
-        if not _trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             return hop
     return address

@@ -7,9 +7,11 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keystile import __version__, errors
+from keystile.api import verify
 from keystile.api.deps import Services, error_response
 from keystile.api.pipeline import PERMISSION_EXTENSION
 from keystile.api.routes import api_keys, ops
@@ -74,7 +76,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     )
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    for model in (CreateApiKeyRequest, ErrorEnvelope):
+    verify_item, verify_models = verify.openapi_path()
+    schema["paths"][verify.PATH] = verify_item
+    models: list[type[BaseModel]] = [CreateApiKeyRequest, ErrorEnvelope, *verify_models]
+    for model in models:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(model_schema.pop("$defs", {}))
         schemas[model.__name__] = model_schema
@@ -91,7 +96,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 del responses["422"]
             for response in responses.values():
                 response.setdefault("headers", {}).update(_REQUEST_ID_HEADER)
-            if PERMISSION_EXTENSION in operation:
+            if PERMISSION_EXTENSION in operation or operation.get("operationId") == "verify_key":
                 operation["security"] = [{"bearerAuth": []}]
                 for status, response in operation["responses"].items():
                     if status not in ("401",):

@@ -33,6 +33,8 @@ from keystile.api.deps import Services
 from keystile.api.errors import as_keystile_error, send_error
 from keystile.api.idempotency import IdempotencyLayer
 from keystile.api.observability import ACCESS_LOGGER, key_pattern
+from keystile.gateway.proxy import Proxy
+from keystile.gateway.routes import GatewayRoute, RouteTable
 from keystile.keys.models import ApiKey
 from keystile.keys.verifier import INVALID
 
@@ -88,8 +90,24 @@ def bearer_token(scope: Scope) -> str | None:
 class Router:
     """Resolves a request to an :class:`Endpoint` (or a 404 / 405)."""
 
-    def __init__(self, management: FastAPI, hot: dict[tuple[str, str], Endpoint]) -> None:
+    def __init__(
+        self,
+        management: FastAPI,
+        hot: dict[tuple[str, str], Endpoint],
+        gateway: RouteTable | None = None,
+        proxy: Proxy | None = None,
+    ) -> None:
         self._hot = hot
+        self._gateway = gateway or RouteTable([])
+        self._gateway_endpoints: dict[GatewayRoute, Endpoint] = {}
+        if proxy is not None:
+            for gateway_route in self._gateway.routes:
+                self._gateway_endpoints[gateway_route] = Endpoint(
+                    name=gateway_route.name,
+                    app=proxy.endpoint(gateway_route),
+                    permission=gateway_route.scope,
+                    own=False,
+                )
         self._hot_paths = {path: method for method, path in hot}
         self._routes: list[tuple[Route, Endpoint]] = []
         for route in management.router.routes:
@@ -123,6 +141,12 @@ class Router:
                 return endpoint
             if match is Match.PARTIAL:
                 allowed += sorted(route.methods or ())
+        # keystile's own endpoints take precedence over gateway routes.
+        if not allowed and self._gateway:
+            matched = self._gateway.match(method, path)
+            if isinstance(matched, GatewayRoute):
+                return self._gateway_endpoints[matched]
+            allowed = matched or []
         if allowed:
             raise errors.MethodNotAllowed(sorted(set(allowed)))
         raise errors.NotFound(f"No such endpoint: {method} {path}")

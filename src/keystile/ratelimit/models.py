@@ -52,6 +52,13 @@ class Decision:
             retry_after=max(1, math.ceil(counted.reset - now)),
         )
 
+    @classmethod
+    def peek(cls, limit: Limit, counted: Count, now: float) -> Decision:
+        """What the next request would get, from a read that counted nothing."""
+        after = cls.of(limit, Count(counted.count + 1, counted.reset), now)
+        remaining = max(0, limit.amount - counted.count)
+        return cls(after.allowed, after.limit, remaining, after.reset, after.retry_after)
+
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [
             (b"x-ratelimit-limit", str(self.limit).encode()),
@@ -71,7 +78,8 @@ class WindowCounter(Protocol):
     position: of any ``amount + k`` concurrent requests exactly ``amount``
     see ``count <= amount``."""
 
-    async def hit(self, key: str, window_seconds: int) -> Count: ...
+    async def hit(self, key: str, window_seconds: int, cost: int = 1) -> Count:
+        """Add ``cost`` to the current window's counter; ``cost=0`` only reads it."""
 
     async def ping(self) -> None: ...
 

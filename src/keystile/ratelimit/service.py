@@ -32,6 +32,14 @@ class RateLimiter:
         counted = await self.counter.hit(f"key:{key.id}", limit.window_seconds)
         return Decision.of(limit, counted, self._clock())
 
+    async def peek(self, key: ApiKey) -> Decision | None:
+        """``key``'s quota as it stands, counting nothing."""
+        limit = self._tiers.get(key.rate_limit_tier)
+        if limit is None:
+            return None
+        counted = await self.counter.hit(f"key:{key.id}", limit.window_seconds, cost=0)
+        return Decision.peek(limit, counted, self._clock())
+
     async def failed_authentication(self, address: str) -> Decision:
         """Count one failed authentication from ``address``."""
         limit = self._auth_failures

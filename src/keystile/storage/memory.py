@@ -20,18 +20,19 @@ class MemoryWindows:
         # seen in the current window.
         self._windows: dict[int, tuple[int, dict[str, int]]] = {}
 
-    async def hit(self, key: str, window_seconds: int) -> Count:
-        return self.hit_now(key, window_seconds)
+    async def hit(self, key: str, window_seconds: int, cost: int = 1) -> Count:
+        return self.hit_now(key, window_seconds, cost)
 
-    def hit_now(self, key: str, window_seconds: int) -> Count:
+    def hit_now(self, key: str, window_seconds: int, cost: int = 1) -> Count:
         index = math.floor(self._clock() / window_seconds)
         current = self._windows.get(window_seconds)
         if current is None or current[0] != index:
             current = (index, {})
             self._windows[window_seconds] = current
         counts = current[1]
-        count = counts.get(key, 0) + 1
-        counts[key] = count
+        count = counts.get(key, 0) + cost
+        if cost:
+            counts[key] = count
         return Count(count=count, reset=float((index + 1) * window_seconds))
 
     async def ping(self) -> None:

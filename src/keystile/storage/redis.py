@@ -37,19 +37,25 @@ log = logging.getLogger("keystile.ratelimit")
 FailureMode = Literal["open", "closed"]
 CIRCUIT_SECONDS = 1.0
 
-# KEYS[i]: a counter's name without its window; ARGV[i]: its window in ms.
-# Returns count, reset-in-ms pairs.
+# KEYS[i]: a counter's name without its window; ARGV[2i-1]: its window in ms,
+# ARGV[2i]: the cost (0 reads without counting). Returns count, reset-in-ms pairs.
 _HIT_SCRIPT = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local out = {}
 for i, name in ipairs(KEYS) do
-  local window = tonumber(ARGV[i])
+  local window = tonumber(ARGV[2 * i - 1])
+  local cost = tonumber(ARGV[2 * i])
   local index = math.floor(now_ms / window)
   local key = name .. ':' .. index
-  local count = redis.call('INCR', key)
-  if count == 1 then
-    redis.call('PEXPIRE', key, window + 1000)
+  local count
+  if cost == 0 then
+    count = tonumber(redis.call('GET', key) or '0')
+  else
+    count = redis.call('INCRBY', key, cost)
+    if count == cost then
+      redis.call('PEXPIRE', key, window + 1000)
+    end
   end
   out[#out + 1] = count
   out[#out + 1] = (index + 1) * window
@@ -57,7 +63,7 @@ end
 return out
 """
 
-_Pending = tuple[str, int, "asyncio.Future[Count]"]
+_Pending = tuple[str, int, int, "asyncio.Future[Count]"]
 
 
 def connect(url: str, timeout_ms: int, *, subscriber: bool = False) -> aioredis.Redis:
@@ -95,18 +101,18 @@ class RedisWindows:
         self._circuit_open_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def hit(self, key: str, window_seconds: int) -> Count:
+    async def hit(self, key: str, window_seconds: int, cost: int = 1) -> Count:
         if time.monotonic() < self._circuit_open_until:
-            return self._degraded(key, window_seconds)
+            return self._degraded(key, window_seconds, cost)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Count] = loop.create_future()
-        self._pending.append((self._prefix + key, window_seconds * 1000, future))
+        self._pending.append((self._prefix + key, window_seconds * 1000, cost, future))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)  # after every request already runnable this turn
         try:
             return await future
         except RateLimiterUnavailable:
-            return self._degraded(key, window_seconds)
+            return self._degraded(key, window_seconds, cost)
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -118,15 +124,16 @@ class RedisWindows:
         try:
             async with asyncio.timeout(self._timeout):
                 result: list[Any] = await self._script(
-                    keys=[name for name, _, _ in batch], args=[window for _, window, _ in batch]
+                    keys=[name for name, _, _, _ in batch],
+                    args=[value for _, window, cost, _ in batch for value in (window, cost)],
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             self._trip(exc)
-            for _, _, future in batch:
+            for _, _, _, future in batch:
                 if not future.done():
                     future.set_exception(RateLimiterUnavailable(str(exc)))
             return
-        for index, (_, _, future) in enumerate(batch):
+        for index, (_, _, _, future) in enumerate(batch):
             if not future.done():
                 count, reset_ms = int(result[2 * index]), int(result[2 * index + 1])
                 future.set_result(Count(count=count, reset=reset_ms / 1000))
@@ -141,10 +148,10 @@ class RedisWindows:
             )
         self._circuit_open_until = time.monotonic() + CIRCUIT_SECONDS
 
-    def _degraded(self, key: str, window_seconds: int) -> Count:
+    def _degraded(self, key: str, window_seconds: int, cost: int) -> Count:
         if self._failure_mode == "closed":
             raise RateLimiterUnavailable("Redis is unavailable")
-        return self._fallback.hit_now(key, window_seconds)
+        return self._fallback.hit_now(key, window_seconds, cost)
 
     async def ping(self) -> None:
         async with asyncio.timeout(self._timeout):

@@ -1,0 +1,169 @@
+"""``POST /v1/keys/verify`` (contract §7): for services that check keys
+themselves. A plain ASGI endpoint on the hot path (no FastAPI machinery).
+
+Every verification outcome is a ``200``; only a malformed request is an
+error. A key of another account is ``INVALID`` exactly like an unknown one,
+so the answer never tells whether a key exists elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Receive, Scope, Send
+
+from keystile.api.body import read_json, validate_model
+from keystile.api.context import caller_of
+from keystile.api.deps import Services, errors_doc
+from keystile.errors import FieldProblem, ValidationFailed
+from keystile.keys.models import ApiKey
+from keystile.keys.verifier import Outcome
+
+PATH = "/v1/keys/verify"
+
+
+class VerifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    key: str = Field(max_length=512, description="The key to check (wbk_live_…).")
+    permission: str | None = Field(
+        None, max_length=128, description="A scope the key must hold (from the catalog)."
+    )
+    consume: bool = Field(True, description="Count this check against the key's rate limit.")
+
+
+class VerifyRateLimit(BaseModel):
+    limit: int
+    remaining: int
+    reset: int = Field(description="Unix time (seconds) when the window resets.")
+
+
+class VerifyResult(BaseModel):
+    valid: bool
+    code: Literal[
+        "VALID", "INVALID", "EXPIRED", "REVOKED", "INSUFFICIENT_PERMISSIONS", "RATE_LIMITED"
+    ]
+    key_id: str | None
+    account_id: str | None
+    permissions: list[str] | None
+    rate_limit: VerifyRateLimit | None = Field(
+        description="The key's quota after this check; null for unmetered keys and for "
+        "INVALID, EXPIRED, REVOKED and INSUFFICIENT_PERMISSIONS."
+    )
+
+
+class VerifyEnvelope(BaseModel):
+    data: VerifyResult
+
+
+_INVALID = (
+    VerifyEnvelope(
+        data=VerifyResult(
+            valid=False,
+            code="INVALID",
+            key_id=None,
+            account_id=None,
+            permissions=None,
+            rate_limit=None,
+        )
+    )
+    .model_dump_json()
+    .encode()
+)
+
+
+def _result(outcome: Outcome, key: ApiKey, rate_limit: VerifyRateLimit | None = None) -> bytes:
+    result = VerifyResult(
+        valid=outcome is Outcome.VALID,
+        code=outcome.value,
+        key_id=key.id,
+        account_id=key.account_id,
+        permissions=list(key.permissions),
+        rate_limit=rate_limit,
+    )
+    return VerifyEnvelope(data=result).model_dump_json().encode()
+
+
+class VerifyEndpoint:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._catalog = services.settings.catalog
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("query_string"):
+            raise ValidationFailed(
+                "The query string is invalid.", [FieldProblem("query", "not accepted here")]
+            )
+        request = validate_model(VerifyRequest, await read_json(scope, receive))
+        if request.permission is not None and request.permission not in self._catalog:
+            raise ValidationFailed(
+                "The request is invalid.",
+                [FieldProblem("permission", f"unknown scope {request.permission!r}")],
+            )
+        body = await self._verify(request, caller_of(scope))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _verify(self, request: VerifyRequest, caller: ApiKey) -> bytes:
+        services = self._services
+        verification = await services.verifier.verify(request.key)
+        services.metrics.verifications.labels(verification.outcome.value).inc()
+        key = verification.key
+        if key is None or key.account_id != caller.account_id:
+            return _INVALID
+        if not verification.valid:
+            return _result(verification.outcome, key)
+        if request.permission is not None and request.permission not in key.permissions:
+            return _result(Outcome.INSUFFICIENT_PERMISSIONS, key)
+        limiter = services.ratelimiter
+        decision = await (limiter.admit(key) if request.consume else limiter.peek(key))
+        if decision is None:
+            return _result(Outcome.VALID, key)
+        quota = VerifyRateLimit(
+            limit=decision.limit, remaining=decision.remaining, reset=decision.reset
+        )
+        return _result(Outcome.VALID if decision.allowed else Outcome.RATE_LIMITED, key, quota)
+
+
+def openapi_path() -> tuple[dict[str, Any], list[type[BaseModel]]]:
+    """The OpenAPI path item of this endpoint, and the models it refers to."""
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "The outcome, whatever it is.",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/VerifyEnvelope"}}
+            },
+        }
+    }
+    for status, doc in errors_doc(400, 401, 403, 413, 415, 422, 429, 503).items():
+        responses[str(status)] = {
+            "description": doc["description"],
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}
+            },
+        }
+    operation = {
+        "tags": ["verification"],
+        "summary": "Verify an API key",
+        "description": "For services that check keys themselves. Needs verify:keys. Only keys "
+        "of the caller's account can be verified; any other key is INVALID.",
+        "operationId": "verify_key",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/VerifyRequest"}}
+            },
+        },
+        "responses": responses,
+    }
+    return {"post": operation}, [VerifyRequest, VerifyEnvelope]

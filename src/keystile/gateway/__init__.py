@@ -1,0 +1,1 @@
+"""The gateway (contract §7): keystile in front of the API it protects."""

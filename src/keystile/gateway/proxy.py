@@ -1,0 +1,207 @@
+"""Forwarding an authenticated request to its upstream (contract §7).
+
+Bodies stream both ways in chunks, so a 100 MB upload or download never sits
+in keystile's memory. The request reaches the upstream with its method, full
+original path and query string, and its headers, except:
+
+- hop-by-hop headers (RFC 9110 §7.6.1) and ``Authorization`` are removed;
+- client-sent ``X-Keystile-*`` headers are dropped, and keystile sets
+  ``X-Keystile-Key-Id``, ``X-Keystile-Account-Id`` and ``X-Keystile-Scopes``
+  (space-separated): the upstream can trust them because nobody else can set them;
+- ``X-Request-ID`` is keystile's request id;
+- ``X-Forwarded-For`` gets the client's address appended (a chain a client
+  wrote itself is replaced unless it came through a trusted proxy), and
+  ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` say how the client called.
+
+The response comes back with its status, body and headers (caching headers
+included), minus hop-by-hop headers and any ``X-Request-ID`` or
+``X-RateLimit-*`` of the upstream's, which keystile's own replace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from keystile.api.clients import Network, is_trusted
+from keystile.api.context import context_of
+from keystile.errors import BadGateway, FieldProblem, GatewayTimeout, ValidationFailed
+from keystile.gateway.routes import GatewayRoute
+
+log = logging.getLogger("keystile.gateway")
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+        b"te", b"trailer", b"transfer-encoding", b"upgrade", b"proxy-connection",
+    }
+)  # fmt: skip
+_NOT_FORWARDED = _HOP_BY_HOP | {b"authorization", b"host", b"x-request-id"}
+_NOT_RETURNED = _HOP_BY_HOP | {b"x-request-id"}
+
+
+class ClientDisconnected(Exception):
+    """The client went away while sending its body."""
+
+
+def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
+    """Headers named in ``Connection`` are hop-by-hop too."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens |= {token.strip().lower() for token in value.split(b",")}
+    return tokens
+
+
+def check_path(scope: Scope) -> None:
+    """Refuse paths an upstream could resolve differently from keystile's
+    prefix match (and so reach a resource the key's scope does not cover)."""
+    path: str = scope["path"]
+    raw: bytes = scope.get("raw_path") or path.encode()
+    segments = path.split("/")
+    lowered = raw.lower()
+    if (
+        any(segment in (".", "..") for segment in segments)
+        or b"%2f" in lowered
+        or b"%5c" in lowered
+        or "\\" in path
+        or "\x00" in path
+    ):
+        raise ValidationFailed(
+            "The request path is not allowed through the gateway.",
+            [FieldProblem("path", "no '.' or '..' segments, encoded slashes or backslashes")],
+        )
+
+
+class Proxy:
+    def __init__(self, client: httpx.AsyncClient, trusted_proxies: Sequence[Network]) -> None:
+        self.client = client
+        self._trusted = trusted_proxies
+
+    def endpoint(self, route: GatewayRoute) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await self.forward(route, scope, receive, send)
+
+        return app
+
+    def _request_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        ctx = context_of(scope)
+        key = ctx.key
+        assert key is not None, "gateway routes are authenticated"
+        incoming: list[tuple[bytes, bytes]] = scope["headers"]
+        dropped = _NOT_FORWARDED | _connection_tokens(incoming)
+        headers: list[tuple[bytes, bytes]] = []
+        forwarded_for: list[bytes] = []
+        forwarded_proto: bytes | None = None
+        host: bytes | None = None
+        for name, value in incoming:
+            lowered = name.lower()
+            if lowered in dropped or lowered.startswith(b"x-keystile-"):
+                if lowered == b"host":
+                    host = value
+                continue
+            if lowered == b"x-forwarded-for":
+                forwarded_for.append(value)
+            elif lowered == b"x-forwarded-proto":
+                forwarded_proto = value
+            elif lowered != b"x-forwarded-host":
+                headers.append((name, value))
+        peer = scope.get("client")
+        peer_address = peer[0] if peer else None
+        trusted_peer = peer_address is not None and is_trusted(peer_address, self._trusted)
+        chain = [
+            *(forwarded_for if trusted_peer else []),
+            *([peer_address.encode()] if peer_address else []),
+        ]
+        if chain:
+            headers.append((b"x-forwarded-for", b", ".join(chain)))
+        proto = (
+            forwarded_proto
+            if trusted_peer and forwarded_proto
+            else scope.get("scheme", "http").encode()
+        )
+        headers.append((b"x-forwarded-proto", proto))
+        if host is not None:
+            headers.append((b"x-forwarded-host", host))
+        headers += [
+            (b"x-request-id", ctx.request_id.encode()),
+            (b"x-keystile-key-id", key.id.encode()),
+            (b"x-keystile-account-id", key.account_id.encode()),
+            (b"x-keystile-scopes", " ".join(key.permissions).encode()),
+        ]
+        return headers
+
+    async def forward(
+        self, route: GatewayRoute, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        check_path(scope)
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string", b"")
+        url = (
+            route.upstream
+            + raw_path.decode("latin-1")
+            + (f"?{query.decode('latin-1')}" if query else "")
+        )
+        headers = self._request_headers(scope)
+        has_body = any(
+            name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]
+        )
+        request = self.client.build_request(
+            scope["method"],
+            url,
+            headers=headers,
+            content=_body(receive) if has_body else None,
+            timeout=httpx.Timeout(route.timeout_seconds),
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise GatewayTimeout() from None
+        except (httpx.HTTPError, ClientDisconnected) as exc:
+            log.warning("upstream %s failed: %s", route.upstream, type(exc).__name__)
+            raise BadGateway() from None
+        try:
+            await self._relay(response, send)
+        finally:
+            await response.aclose()
+
+    async def _relay(self, response: httpx.Response, send: Send) -> None:
+        raw_headers = response.headers.raw
+        dropped = _NOT_RETURNED | _connection_tokens(raw_headers)
+        headers = [
+            (name, value)
+            for name, value in raw_headers
+            if (lowered := name.lower()) not in dropped and not lowered.startswith(b"x-ratelimit-")
+        ]
+        chunks = response.aiter_raw()
+        try:
+            first = await anext(chunks, b"")
+        except httpx.TimeoutException:
+            raise GatewayTimeout() from None
+        except httpx.HTTPError:
+            raise BadGateway() from None
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        # From here the status line is out: a failing upstream can only be
+        # reported by cutting the connection (the error propagates).
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return

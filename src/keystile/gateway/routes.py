@@ -1,0 +1,211 @@
+"""The routes file (``KEYSTILE_ROUTES``): which upstream serves which path
+and method, and the scope a key needs for it.
+
+Matching is by method and longest path prefix on segment boundaries:
+``/v1/contacts`` matches ``/v1/contacts`` and ``/v1/contacts/42``, never
+``/v1/contactsX``. Among the routes that allow the request's method, the one
+with the longest matching prefix wins; when prefixes match but none allows
+the method the answer is 405, when none matches 404.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from keystile.errors import ConfigurationError
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_FIELDS = frozenset({"prefix", "methods", "scope", "upstream", "timeout_seconds"})
+_PREFIX = re.compile(r"/|(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+")
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRoute:
+    prefix: str
+    methods: frozenset[str]
+    scope: str
+    upstream: str  # scheme://host[:port], no path
+    timeout_seconds: float = DEFAULT_TIMEOUT
+    line: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"gateway:{self.prefix}"
+
+
+class RouteTable:
+    def __init__(self, routes: list[GatewayRoute]) -> None:
+        self.routes = routes
+        self._by_prefix: dict[str, dict[str, GatewayRoute]] = {}
+        for route in routes:
+            for method in route.methods:
+                self._by_prefix.setdefault(route.prefix, {})[method] = route
+
+    def __bool__(self) -> bool:
+        return bool(self.routes)
+
+    def match(self, method: str, path: str) -> GatewayRoute | list[str] | None:
+        """The route; or the methods allowed at the matching prefixes (→ 405); or None (→ 404)."""
+        allowed: set[str] = set()
+        candidate = path.rstrip("/") or "/"
+        while True:
+            by_method = self._by_prefix.get(candidate)
+            if by_method is not None:
+                route = by_method.get(method)
+                if route is not None:
+                    return route
+                allowed.update(by_method)
+            if candidate == "/":
+                break
+            candidate = candidate.rsplit("/", 1)[0] or "/"
+        return sorted(allowed) if allowed else None
+
+
+class _Problem(Exception):
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _route_lines(text: str) -> list[int]:
+    return [n for n, line in enumerate(text.splitlines(), 1) if line.strip() == "[[routes]]"]
+
+
+def _field_line(text: str, start: int, field: str | None) -> int:
+    if field is None:
+        return start
+    for number, line in enumerate(text.splitlines()[start:], start + 1):
+        if line.strip().startswith("[["):
+            break
+        if re.match(rf"\s*{re.escape(field)}\s*=", line):
+            return number
+    return start
+
+
+def _route(raw: Any, catalog: frozenset[str]) -> GatewayRoute:
+    if not isinstance(raw, dict):
+        raise _Problem(None, "each [[routes]] entry must be a table")
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        raise _Problem(
+            unknown[0], f"unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_FIELDS))})"
+        )
+    for field in ("prefix", "methods", "scope", "upstream"):
+        if field not in raw:
+            raise _Problem(None, f"missing field {field!r}")
+
+    prefix = raw["prefix"]
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix.rstrip("/") or "/"):
+        raise _Problem("prefix", "prefix must be a path like '/v1/contacts'")
+    prefix = prefix.rstrip("/") or "/"
+    if any(segment in (".", "..") for segment in prefix.split("/")):
+        raise _Problem("prefix", "prefix must not contain '.' or '..' segments")
+
+    methods = raw["methods"]
+    if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+        raise _Problem("methods", "methods must be a non-empty list of HTTP methods")
+    bad = [m for m in methods if m.upper() not in METHODS]
+    if bad:
+        raise _Problem(
+            "methods", f"unknown method {bad[0]!r} (allowed: {', '.join(sorted(METHODS))})"
+        )
+
+    scope = raw["scope"]
+    if not isinstance(scope, str) or scope not in catalog:
+        raise _Problem("scope", f"scope {scope!r} is not in the scope catalog (KEYSTILE_SCOPES)")
+
+    upstream = raw["upstream"]
+    parts = urlsplit(upstream) if isinstance(upstream, str) else None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        raise _Problem(
+            "upstream",
+            "upstream must be an http:// or https:// URL with no path, e.g. 'http://127.0.0.1:9001'",
+        )
+    try:
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError:
+        raise _Problem("upstream", "upstream has an invalid port") from None
+
+    timeout = raw.get("timeout_seconds", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+        raise _Problem(
+            "timeout_seconds", "timeout_seconds must be a number of seconds in (0, 3600]"
+        )
+
+    return GatewayRoute(
+        prefix=prefix,
+        methods=frozenset(m.upper() for m in methods),
+        scope=scope,
+        upstream=f"{parts.scheme}://{parts.netloc}",
+        timeout_seconds=float(timeout),
+    )
+
+
+def parse_routes(text: str, catalog: frozenset[str], source: str = "routes file") -> RouteTable:
+    """The table in ``text``; any problem raises :class:`ConfigurationError`
+    naming ``source``, the line and what is wrong."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{source}: invalid TOML: {exc}") from None
+    extra = sorted(set(document) - {"routes"})
+    if extra:
+        raise ConfigurationError(
+            f"{source}: unknown top-level key {extra[0]!r} (only [[routes]] tables)"
+        )
+    raw_routes = document.get("routes", [])
+    if not isinstance(raw_routes, list):
+        raise ConfigurationError(f"{source}: 'routes' must be an array of [[routes]] tables")
+    lines = _route_lines(text)
+    routes: list[GatewayRoute] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, raw in enumerate(raw_routes):
+        start = lines[index] if index < len(lines) else 1
+        try:
+            route = _route(raw, catalog)
+        except _Problem as problem:
+            line = _field_line(text, start, problem.field)
+            raise ConfigurationError(
+                f"{source}:{line}: route {index + 1}: {problem.message}"
+            ) from None
+        for method in sorted(route.methods):
+            if (route.prefix, method) in seen:
+                raise ConfigurationError(
+                    f"{source}:{start}: route {index + 1}: {method} {route.prefix} is already "
+                    f"routed at line {seen[(route.prefix, method)]}"
+                )
+            seen[(route.prefix, method)] = start
+        routes.append(
+            GatewayRoute(
+                prefix=route.prefix,
+                methods=route.methods,
+                scope=route.scope,
+                upstream=route.upstream,
+                timeout_seconds=route.timeout_seconds,
+                line=start,
+            )
+        )
+    return RouteTable(routes)
+
+
+def load_routes(path: Path, catalog: frozenset[str]) -> RouteTable:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"KEYSTILE_ROUTES: cannot read {path}: {exc}") from None
+    return parse_routes(text, catalog, source=str(path))
