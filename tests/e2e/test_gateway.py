@@ -38,7 +38,8 @@ def upstream() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "tests.e2e.upstream:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
+         "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "1",
+         "--no-proxy-headers"],  # report the real peer: the pool tests read its port
         cwd=REPO,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -93,7 +94,7 @@ upstream = "{dead}"
 
 [[routes]]
 prefix = "/files"
-methods = ["GET", "POST"]
+methods = ["GET", "POST", "HEAD"]
 scope = "read:contacts"
 upstream = "{upstream}"
 timeout_seconds = 60
@@ -350,6 +351,23 @@ class TestConcurrency:
         for n, response in enumerate(asyncio.run(run())):
             data = echo(response)
             assert (data["path"], data["query"]) == (f"/v1/contacts/{n}", f"n={n}")
+
+    def test_a_pooled_connection_the_upstream_closed_is_replaced(self, gateway: Any) -> None:
+        url, reader, _ = gateway
+        first = echo(httpx.get(f"{url}/v1/contacts", headers=reader))["client_port"]
+        time.sleep(1.5)  # the upstream closes idle connections after 1 s
+        second = httpx.get(f"{url}/v1/contacts", headers=reader)
+        assert echo(second)["client_port"] != first
+
+    def test_head_requests(self, gateway: Any) -> None:
+        url, reader, _ = gateway
+        assert httpx.head(f"{url}/v1/contacts", headers=reader).status_code == 405  # not routed
+        for _ in range(3):  # no connection may be left expecting the body HEAD does not send
+            head = httpx.head(f"{url}/files/bytes/1000", headers=reader)
+            assert head.status_code == 200
+            assert head.headers["content-length"] == "1000"
+            assert head.content == b""
+            assert httpx.get(f"{url}/files/bytes/10", headers=reader).content == bytes(range(10))
 
     def test_the_connection_pool_is_reused(self, gateway: Any) -> None:
         url, reader, _ = gateway

@@ -101,6 +101,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Built once: json.loads() with hooks constructs a new decoder on every call.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_reject_duplicates,
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+    parse_constant=_reject_constant,
+)
+
+
 def _check_strings(value: Any, path: str) -> None:
     """Refuse NUL and unpaired surrogates anywhere (keys included): neither
     can be stored in PostgreSQL text or encoded as UTF-8."""
@@ -131,13 +140,7 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError:
         raise ValidationFailed("The request body is not valid UTF-8.") from None
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-            parse_constant=_reject_constant,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise ValidationFailed("The request body is nested too deeply.") from None
     except ValueError as exc:

@@ -9,26 +9,80 @@ the path that looks like a key is masked.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+import time
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pythonjsonlogger.json import JsonFormatter
 
 ACCESS_LOGGER = "keystile.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def json_formatter() -> logging.Formatter:
-    return JsonFormatter(
+    formatter = JsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
+        datefmt=TIME_FORMAT,
     )
+    formatter.converter = time.gmtime
+    return formatter
+
+
+class AccessLog:
+    """The one JSON line per request.
+
+    By default it goes through :mod:`logging` (logger ``keystile.access``),
+    like every other line. ``keystile serve`` switches it to a direct sink:
+    the line is rendered with orjson and written with one ``write()`` to
+    stderr. The logging machinery costs ≈ 17 µs per line, the direct sink
+    ≈ 1 µs, on a hot path of a few dozen µs; one ``write()`` of a line under
+    4 KiB is also atomic on a pipe, so lines of several workers never mix.
+    """
+
+    direct_fd: int | None = None  # set by configure_logging()
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._time_text = ""
+
+    def _now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._time_text = time.strftime(TIME_FORMAT, time.gmtime(second))
+        return self._time_text
+
+    def write(self, fields: dict[str, Any]) -> None:
+        fd = AccessLog.direct_fd
+        if fd is None:
+            access_log.info("request", extra=fields)
+            return
+        line = orjson.dumps(
+            {
+                "time": self._now(),
+                "level": "INFO",
+                "logger": ACCESS_LOGGER,
+                "message": "request",
+                **fields,
+            }
+        )
+        view = memoryview(line + b"\n")
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def configure_logging(level: str) -> None:
     """JSON lines on stderr for keystile's, uvicorn's and the root logger."""
+    AccessLog.direct_fd = sys.stderr.fileno()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(json_formatter())
     root = logging.getLogger()
@@ -91,8 +145,30 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._outcomes: dict[str, Any] = {}
         self.key_cache_size = Gauge(
             "keystile_key_cache_entries",
             "Verified keys held in this process's cache.",
             registry=self.registry,
         )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request. The labelled children are looked up
+        once per (method, route, status): ``labels()`` costs a lock and
+        validation on every call."""
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(route),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def verified(self, outcome: str) -> None:
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self.verifications.labels(outcome)
+        child.inc()

@@ -23,12 +23,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 
-import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keystile.api.clients import Network, is_trusted
 from keystile.api.context import context_of
 from keystile.errors import BadGateway, FieldProblem, GatewayTimeout, ValidationFailed
+from keystile.gateway.client import (
+    Upstream,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from keystile.gateway.routes import GatewayRoute
 
 log = logging.getLogger("keystile.gateway")
@@ -39,7 +45,11 @@ _HOP_BY_HOP = frozenset(
         b"te", b"trailer", b"transfer-encoding", b"upgrade", b"proxy-connection",
     }
 )  # fmt: skip
-_NOT_FORWARDED = _HOP_BY_HOP | {b"authorization", b"host", b"x-request-id"}
+# The request is framed anew (its Content-Length kept); Expect was answered
+# by keystile's own server when it read the body.
+_NOT_FORWARDED = _HOP_BY_HOP | {
+    b"authorization", b"host", b"x-request-id", b"content-length", b"expect",
+}  # fmt: skip
 _NOT_RETURNED = _HOP_BY_HOP | {b"x-request-id"}
 
 
@@ -77,13 +87,16 @@ def check_path(scope: Scope) -> None:
 
 
 class Proxy:
-    def __init__(self, client: httpx.AsyncClient, trusted_proxies: Sequence[Network]) -> None:
+    def __init__(self, client: UpstreamClient, trusted_proxies: Sequence[Network]) -> None:
         self.client = client
         self._trusted = trusted_proxies
+        self._upstreams: dict[str, Upstream] = {}
 
     def endpoint(self, route: GatewayRoute) -> ASGIApp:
+        upstream = self._upstreams.setdefault(route.upstream, Upstream.parse(route.upstream))
+
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await self.forward(route, scope, receive, send)
+            await self.forward(route, upstream, scope, receive, send)
 
         return app
 
@@ -135,57 +148,55 @@ class Proxy:
         return headers
 
     async def forward(
-        self, route: GatewayRoute, scope: Scope, receive: Receive, send: Send
+        self, route: GatewayRoute, upstream: Upstream, scope: Scope, receive: Receive, send: Send
     ) -> None:
         check_path(scope)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope.get("query_string", b"")
-        url = (
-            route.upstream
-            + raw_path.decode("latin-1")
-            + (f"?{query.decode('latin-1')}" if query else "")
-        )
-        headers = self._request_headers(scope)
-        has_body = any(
-            name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]
-        )
-        request = self.client.build_request(
-            scope["method"],
-            url,
-            headers=headers,
-            content=_body(receive) if has_body else None,
-            timeout=httpx.Timeout(route.timeout_seconds),
-        )
+        target = raw_path + b"?" + query if query else raw_path
+        content_length, has_body = _framing(scope["headers"])
+        method: str = scope["method"]
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
+            response = await self.client.send(
+                upstream,
+                method,
+                target,
+                self._request_headers(scope),
+                _body(receive) if has_body else None,
+                content_length,
+                route.timeout_seconds,
+            )
+        except UpstreamTimeout:
             raise GatewayTimeout() from None
-        except (httpx.HTTPError, ClientDisconnected) as exc:
-            log.warning("upstream %s failed: %s", route.upstream, type(exc).__name__)
+        except (UpstreamError, ClientDisconnected) as exc:
+            log.warning("upstream %s failed: %s", route.upstream, exc)
             raise BadGateway() from None
         try:
-            await self._relay(response, send)
+            await self._relay(response, method, send)
         finally:
-            await response.aclose()
+            response.release()
 
-    async def _relay(self, response: httpx.Response, send: Send) -> None:
-        raw_headers = response.headers.raw
-        dropped = _NOT_RETURNED | _connection_tokens(raw_headers)
+    async def _relay(self, response: UpstreamResponse, method: str, send: Send) -> None:
+        dropped = _NOT_RETURNED | _connection_tokens(response.headers)
         headers = [
             (name, value)
-            for name, value in raw_headers
+            for name, value in response.headers
             if (lowered := name.lower()) not in dropped and not lowered.startswith(b"x-ratelimit-")
         ]
-        chunks = response.aiter_raw()
+        if method == "HEAD":  # no body follows, whatever the headers say
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        chunks = response.body()
         try:
             first = await anext(chunks, b"")
-        except httpx.TimeoutException:
+        except UpstreamTimeout:
             raise GatewayTimeout() from None
-        except httpx.HTTPError:
+        except UpstreamError:
             raise BadGateway() from None
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers}
-        )
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         # From here the status line is out: a failing upstream can only be
@@ -193,6 +204,19 @@ class Proxy:
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _framing(headers: Sequence[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
+    """The request body's declared length (None when chunked), and whether there is a body."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value), True
+            except ValueError:
+                return None, True
+        if name == b"transfer-encoding":
+            return None, True
+    return None, False
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:

@@ -43,7 +43,14 @@ def base62(value: int, width: int) -> str:
 
 def checksum(text: str) -> str:
     """The 6-character base62 CRC32 of ``text`` (ASCII)."""
-    return base62(zlib.crc32(text.encode("ascii")), CHECKSUM_LENGTH)
+    value = zlib.crc32(text.encode("ascii"))
+    # base62(value, 6) unrolled: this runs for every token that reaches storage.
+    value, d5 = divmod(value, 62)
+    value, d4 = divmod(value, 62)
+    value, d3 = divmod(value, 62)
+    value, d2 = divmod(value, 62)
+    d0, d1 = divmod(value, 62)
+    return BASE62[d0] + BASE62[d1] + BASE62[d2] + BASE62[d3] + BASE62[d4] + BASE62[d5]
 
 
 def generate(prefix: str) -> str:

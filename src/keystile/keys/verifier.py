@@ -121,6 +121,7 @@ class KeyVerifier:
         self._prefix = prefix
         self._clock = clock
         self.cache = KeyCache(cache_size, cache_ttl_seconds)
+        self._token_length = len(tokens.type_prefix(prefix)) + 1 + tokens.BODY_LENGTH
 
     async def verify(self, token: str) -> Verification:
         """The outcome for ``token``; only VALID, EXPIRED and REVOKED carry the key.
@@ -128,8 +129,8 @@ class KeyVerifier:
         Never raises for bad input; raises ``StorageUnavailable`` when the
         database is needed and cannot answer.
         """
-        if not tokens.is_well_formed(token, self._prefix):
-            return INVALID  # rejected without touching storage (contract §2)
+        if len(token) != self._token_length:
+            return INVALID
         digest = tokens.digest(token)
         now = clocks.now_micros(self._clock)
         if await self._storage.changed_elsewhere():
@@ -137,6 +138,11 @@ class KeyVerifier:
         use_cache = self.cache_is_current()
         key = self.cache.get(digest, now) if use_cache else None
         if key is None:
+            # Only well-formed tokens ever reach storage (contract §2). A cache
+            # hit needs no checksum: only tokens found in storage are cached,
+            # and a digest identifies its token.
+            if not tokens.is_well_formed(token, self._prefix):
+                return INVALID
             epoch = self.cache.epoch
             async with self._storage.reader() as uow:
                 found = await uow.keys.find_by_digest(digest)

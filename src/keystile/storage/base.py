@@ -108,11 +108,12 @@ class Storage(Protocol):
         """Read-only access to committed data."""
 
     async def changed_elsewhere(self) -> bool:
-        """True when another process may have changed keys since the last call.
+        """True when a key may have been revoked (by any process) since the last call.
 
         Lets a process-local cache of verified keys stay exact without a
-        message bus (SQLite's ``PRAGMA data_version``); adapters that cannot
-        tell cheaply return False and rely on a revocation channel instead."""
+        message bus (SQLite: a revocation counter shared by the host's
+        processes); adapters that cannot tell cheaply return False and rely
+        on a revocation channel instead."""
 
     async def ping(self) -> None:
         """Raise :class:`StorageUnavailable` unless the database answers."""

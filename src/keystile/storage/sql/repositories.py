@@ -84,6 +84,7 @@ class SqlAccounts:
 class SqlKeys:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self.revoked_any = False  # lets the SQLite adapter signal other processes after commit
 
     async def insert(self, key: ApiKey, digest: str, name_key: str) -> None:
         # ON CONFLICT on the partial unique index instead of catching an
@@ -163,6 +164,7 @@ class SqlKeys:
         return KeyPage(keys=[_key(row) for row in rows[:limit]], has_more=len(rows) > limit)
 
     async def revoke(self, key_id: str, now: int) -> None:
+        self.revoked_any = True
         await self._conn.execute(
             api_keys.update()
             .where(api_keys.c.id == key_id)
