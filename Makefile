@@ -28,7 +28,10 @@ check: install
 test: check
 	$(BIN)/pytest
 
+## Benchmarks (about 8 minutes, loopback only): bench/results/<date>.json and docs/benchmarks.md.
+## Needs PostgreSQL and Redis running; installs wrk (Debian) and py-spy if missing.
 bench: install
+	$(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.run
 
 clean:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +29,8 @@ from keystile.settings import Settings
 from keystile.storage.sql import migrate
 from tests.support import (
     LEDGER,
+    PG_HOST,
+    PG_USER,
     FakeClock,
     LedgerLogHandler,
     Tenant,
@@ -91,6 +94,10 @@ def postgres_database(pg_template: str) -> Iterator[str]:
     try:
         yield postgres_url(name)
     finally:
+        dump = subprocess.run(
+            ["pg_dump", "-h", PG_HOST, "-U", PG_USER, name], capture_output=True, check=False
+        )
+        LEDGER.captured.append((f"PostgreSQL database {name}", dump.stdout))
         psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
@@ -172,6 +179,8 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     yield prefix
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(f"{prefix}:*"))
+    for key in keys:  # DUMP of every key, for the session's secret scan
+        LEDGER.captured.append((f"Redis key {key!r}", bytes(key) + (client.dump(key) or b"")))
     if keys:
         client.delete(*keys)
     client.close()
@@ -186,6 +195,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for line in LEDGER.log_lines:
         if LEDGER.leaks_in(line.encode()):
             leaks.append(f"log line: {line[:200]}")
+    for where, blob in LEDGER.captured:
+        if LEDGER.leaks_in(blob):
+            leaks.append(where)
     basetemp = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     for path in Path(basetemp).rglob("*"):
         is_small_file = path.is_file() and path.stat().st_size < 256 * 1024 * 1024

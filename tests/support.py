@@ -44,10 +44,14 @@ class FakeClock:
 @dataclass
 class SecretLedger:
     """Every secret any test was given, and every log line written: at the end
-    of the session none of the former may appear in the latter or on disk."""
+    of the session no secret, nor any 16-character piece of one, may appear
+    in a log line, a file, a database or a Redis value."""
 
     secrets: set[str] = field(default_factory=set)
     log_lines: list[str] = field(default_factory=list)
+    # Stores that tests drop before the session ends (PostgreSQL databases,
+    # Redis keys) are captured here first, by the fixtures that own them.
+    captured: list[tuple[str, bytes]] = field(default_factory=list)
 
     def remember(self, secret: str) -> None:
         self.secrets.add(secret)
@@ -65,7 +69,28 @@ class SecretLedger:
                 self.remember_body(response.json())
 
     def leaks_in(self, blob: bytes) -> list[str]:
-        return [s for s in self.secrets if s.encode() in blob]
+        """Secrets of which ``blob`` holds any 16-character piece."""
+        pieces = self._pieces()
+        found: set[str] = set()
+        for run in re.findall(rb"[0-9A-Za-z_]{16,}", blob):
+            text = run.decode("ascii")
+            for start in range(len(text) - 15):
+                owner = pieces.get(text[start : start + 16])
+                if owner is not None:
+                    found.add(owner)
+        return sorted(found)
+
+    def _pieces(self) -> dict[str, str]:
+        if getattr(self, "_cache_key", None) != len(self.secrets):
+            self._piece_map = {
+                secret[i : i + 16]: secret
+                for secret in self.secrets
+                for i in range(len(secret) - 15)
+            }
+            # The shared prefix ("wbk_live_" plus 7 characters) is still unique
+            # per secret; nothing shorter than 16 characters is matched.
+            self._cache_key = len(self.secrets)
+        return self._piece_map
 
 
 LEDGER = SecretLedger()
@@ -94,10 +119,12 @@ async def make_tenant(
     permissions: tuple[str, ...] = ALL_SCOPES,
     name: str = "admin",
     tier: str | None = None,
+    account: Account | None = None,
 ) -> Tenant:
-    """An account and a key in it, made the way the CLI makes them."""
+    """An account (or ``account``) and a key in it, made the way the CLI makes them."""
     services = app.services
-    account = await services.keys.create_account("Acme", plan)
+    if account is None:
+        account = await services.keys.create_account("Acme", plan)
     new = check_new_key(
         name=name,
         permissions=permissions,

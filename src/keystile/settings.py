@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="How long a request body (to keystile's own endpoints) may take.",
+    )
     key_cache_size: int = Field(
         10_000, ge=0, description="Verified keys kept in memory per process."
     )

@@ -10,6 +10,7 @@ surrogates and NUL characters (400).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope
 
+from keystile.api.context import context_of
 from keystile.errors import (
     FieldProblem,
     PayloadTooLarge,
@@ -50,6 +52,8 @@ def is_json_media_type(value: bytes | None) -> bool:
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> bytes:
+    """The whole body: at most ``limit`` bytes, arriving within the request's
+    body timeout (a client trickling a body cannot hold a handler forever)."""
     declared = header(scope, b"content-length")
     if declared is not None:
         try:
@@ -58,6 +62,17 @@ async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> by
             too_big = False  # the server rejects a malformed Content-Length itself
         if too_big:
             raise PayloadTooLarge()
+    try:
+        async with asyncio.timeout(context_of(scope).body_timeout):
+            return await _receive_all(receive, limit)
+    except TimeoutError:
+        raise ValidationFailed(
+            "The request body was not received in time.",
+            [FieldProblem("body", "arrived too slowly")],
+        ) from None
+
+
+async def _receive_all(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -25,6 +25,7 @@ class RequestContext:
     response_complete: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     transaction: Any = None  # the idempotency layer's open unit of work, if any
+    body_timeout: float = 10.0  # seconds the whole request body may take to arrive
 
 
 def context_of(scope: Scope) -> RequestContext:

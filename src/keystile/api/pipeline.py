@@ -178,6 +178,7 @@ class Pipeline:
         self.metrics = services.metrics
         self.ratelimiter = services.ratelimiter
         self._proxies = services.settings.proxies
+        self._body_timeout = services.settings.body_timeout_seconds
         self._access_log_enabled = services.settings.access_log
         self._access = AccessLog()
         self._key_in_path = key_pattern(services.settings.key_prefix)
@@ -192,7 +193,11 @@ class Pipeline:
             await send({"type": "websocket.close", "code": 1003})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = RequestContext(request_id=request_id_for(scope), started=time.perf_counter())
+        ctx = RequestContext(
+            request_id=request_id_for(scope),
+            started=time.perf_counter(),
+            body_timeout=self._body_timeout,
+        )
         ctx.client = client_address(scope, self._proxies)
         scope[SCOPE_KEY] = ctx
         request_id_header = (b"x-request-id", ctx.request_id.encode())

@@ -1,0 +1,138 @@
+"""Every endpoint × every combination of scopes × own and other account
+(issue #8): the exact status each caller gets.
+
+The expectation is derived from the contract's rules, stated once here:
+the endpoint's scope (403 insufficient_permissions), the subset rule for
+creates (403), and tenant isolation (another account's key is a 404; for
+verify, INVALID inside a 200).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from keystile.api.app import create_app
+from keystile.api.pipeline import Pipeline
+from tests.conftest import settings_for
+from tests.support import LEDGER, FakeClock, Tenant, free_port, make_tenant
+
+pytestmark = pytest.mark.anyio
+
+SCOPES = ("admin:api_keys", "verify:keys", "read:contacts", "write:contacts")
+COMBINATIONS = [c for n in range(1, len(SCOPES) + 1) for c in itertools.combinations(SCOPES, n)]
+CREATE_BODY = {"name": "child", "permissions": ["read:contacts"]}
+
+
+@pytest.fixture
+def settings(database_url: str, data_dir: Path, tmp_path: Path) -> Any:
+    routes = tmp_path / "routes.toml"
+    nowhere = f"http://127.0.0.1:{free_port()}"  # authorized requests reach it: 502
+    routes.write_text(
+        f'[[routes]]\nprefix = "/v1/contacts"\nmethods = ["GET"]\nscope = "read:contacts"\nupstream = "{nowhere}"\n'
+    )
+    return settings_for(database_url, data_dir, routes=routes, tier_standard="100000/10 seconds")
+
+
+@pytest.fixture
+async def app(settings: Any, clock: FakeClock) -> Iterator[Pipeline]:  # type: ignore[misc]
+    application = create_app(settings, clock=clock)
+    async with application.lifespan():
+        yield application
+
+
+def expected(endpoint: str, scopes: tuple[str, ...], target: str) -> tuple[int, str | None]:
+    """The contract's answer for a caller holding ``scopes``."""
+    required = {
+        "create": "admin:api_keys",
+        "list": "admin:api_keys",
+        "get": "admin:api_keys",
+        "revoke": "admin:api_keys",
+        "verify": "verify:keys",
+        "gateway": "read:contacts",
+    }[endpoint]
+    if required not in scopes:
+        return 403, "insufficient_permissions"
+    if endpoint == "create":
+        return (201, None) if "read:contacts" in scopes else (403, "insufficient_permissions")
+    if endpoint in ("get", "revoke"):
+        return (200, None) if target == "own" else (404, "not_found")
+    if endpoint == "gateway":
+        return 502, "bad_gateway"
+    return 200, None
+
+
+async def call(
+    client: httpx.AsyncClient, endpoint: str, caller: Tenant, target: Tenant
+) -> httpx.Response:
+    headers = caller.headers
+    if endpoint == "create":
+        return await client.post("/v1/api-keys", json=CREATE_BODY, headers=headers)
+    if endpoint == "list":
+        return await client.get("/v1/api-keys", headers=headers)
+    if endpoint == "get":
+        return await client.get(f"/v1/api-keys/{target.key_id}", headers=headers)
+    if endpoint == "revoke":
+        return await client.delete(f"/v1/api-keys/{target.key_id}", headers=headers)
+    if endpoint == "verify":
+        return await client.post(
+            "/v1/keys/verify", json={"key": target.secret, "consume": False}, headers=headers
+        )
+    return await client.get("/v1/contacts/1", headers=headers)
+
+
+@pytest.mark.parametrize("endpoint", ["create", "list", "get", "revoke", "verify", "gateway"])
+async def test_authorization_matrix(
+    app: Pipeline, client: httpx.AsyncClient, endpoint: str
+) -> None:
+    failures: list[tuple[object, ...]] = []
+    for scopes in COMBINATIONS:
+        for target_kind in ("own", "other"):
+            caller = await make_tenant(app, permissions=scopes, name="caller")
+            # The target key: in the caller's account, or in another one.
+            target = await make_tenant(
+                app,
+                permissions=("read:contacts",),
+                name="target",
+                account=caller.account if target_kind == "own" else None,
+            )
+            response = await call(client, endpoint, caller, target)
+            status, code = expected(endpoint, scopes, target_kind)
+            body = response.json()
+            got_code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+            if response.status_code != status or got_code != code:
+                failures.append((scopes, target_kind, response.status_code, got_code, status, code))
+            if endpoint == "verify" and status == 200:
+                valid = body["data"]["valid"]
+                if valid != (target_kind == "own"):
+                    failures.append((scopes, target_kind, "valid", valid))
+                if target_kind == "other" and body["data"]["key_id"] is not None:
+                    failures.append((scopes, target_kind, "leaked key_id"))
+            if endpoint == "list" and status == 200:
+                ids = {k["id"] for k in body["data"]}
+                if (target.key_id in ids) != (target_kind == "own"):
+                    failures.append((scopes, target_kind, "list isolation"))
+            if response.status_code == 201:
+                LEDGER.remember(body["data"]["key"])
+    assert failures == [], failures
+
+
+async def test_the_matrix_covers_every_protected_operation(client: httpx.AsyncClient) -> None:
+    """A new endpoint must join the matrix: compare with the OpenAPI document."""
+    document = (await client.get("/openapi.json")).json()
+    protected = {
+        (path, method)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if operation.get("security")
+    }
+    covered = {
+        ("/v1/api-keys", "post"), ("/v1/api-keys", "get"), ("/v1/api-keys/{key_id}", "get"),
+        ("/v1/api-keys/{key_id}", "delete"), ("/v1/keys/verify", "post"),
+    }  # fmt: skip
+    assert protected == covered
