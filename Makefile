@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run install check test bench clean
+.PHONY: run install check test bench timing clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: check
 bench: install
 	$(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.run
+
+## The timing report of docs/security.md (about a minute).
+timing: install
+	$(BIN)/python -m bench.timing
 
 clean:
 	rm -rf $(VENV) .keystile .pytest_cache .mypy_cache .ruff_cache

@@ -124,7 +124,11 @@ class Proxy:
                 headers.append((name, value))
         peer = scope.get("client")
         peer_address = peer[0] if peer else None
-        trusted_peer = peer_address is not None and is_trusted(peer_address, self._trusted)
+        trusted_peer = (
+            bool(self._trusted)
+            and peer_address is not None
+            and is_trusted(peer_address, self._trusted)
+        )
         chain = [
             *(forwarded_for if trusted_peer else []),
             *([peer_address.encode()] if peer_address else []),
