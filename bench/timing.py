@@ -143,7 +143,8 @@ def main() -> None:
         "",
         "A *bad checksum* is answered faster, before any storage access. That is by design (contract "
         "§2) and tells an attacker nothing they could not compute themselves: the checksum is a "
-        "public function of the token.",
+        "public function of the token. A *valid key* is as fast: verified keys are cached; its "
+        "answer is not a 401 anyway, so its timing tells nothing its status does not.",
         "",
         END,
     ]

@@ -83,6 +83,19 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(model_schema.pop("$defs", {}))
         schemas[model.__name__] = model_schema
+    # This deployment's scope catalog, so clients (and fuzzers) know the values.
+    catalog = list(app.state.services.settings.scope_list)
+    schemas["CreateApiKeyRequest"]["properties"]["permissions"]["items"] = {
+        "type": "string",
+        "enum": catalog,
+    }
+    schemas["VerifyRequest"]["properties"]["permission"]["anyOf"][0]["enum"] = catalog
+    # Where key ids come from: the 201 of a create.
+    created = schema["paths"]["/v1/api-keys"]["post"]["responses"]["201"]
+    created["links"] = {
+        name: {"operationId": operation, "parameters": {"key_id": "$response.body#/data/id"}}
+        for name, operation in (("GetApiKey", "get_api_key"), ("RevokeApiKey", "revoke_api_key"))
+    }
     components["securitySchemes"] = {
         "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key: wbk_live_…"}
     }

@@ -47,6 +47,7 @@ _LIST_PARAMS = frozenset({"limit", "starting_after", "status"})
 
 @router.post(
     "/v1/api-keys",
+    operation_id="create_api_key",
     status_code=201,
     summary="Create an API key",
     description="Returns the plaintext secret exactly once, in this response "
@@ -78,6 +79,7 @@ async def create_api_key(request: Request, services: ServicesDep) -> Response:
 
 @router.get(
     "/v1/api-keys",
+    operation_id="list_api_keys",
     summary="List the account's API keys",
     description="Newest first. Paginate with `starting_after` set to the last id of a page.",
     response_model=ApiKeyList,
@@ -109,6 +111,7 @@ async def list_api_keys(
 
 @router.get(
     "/v1/api-keys/{key_id}",
+    operation_id="get_api_key",
     summary="Retrieve an API key",
     response_model=ApiKeyEnvelope,
     responses=errors_doc(400, 401, 403, 404, 429, 503),
@@ -124,6 +127,7 @@ async def get_api_key(key_id: str, request: Request, services: ServicesDep) -> R
 
 @router.delete(
     "/v1/api-keys/{key_id}",
+    operation_id="revoke_api_key",
     summary="Revoke an API key",
     description="Idempotent: revoking a revoked key returns it unchanged. "
     "The key is refused (401) from its very next request on.",
