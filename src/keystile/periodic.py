@@ -12,28 +12,15 @@ from keystile.storage.base import StorageUnavailable
 log = logging.getLogger("keystile")
 
 
-class Periodic:
-    """Runs ``job`` every ``interval_seconds``; a failure is logged and the
-    next run happens as scheduled (an unreachable database is expected to
-    come back, so it is a warning, not an error)."""
+class BackgroundTask:
+    """A coroutine run for the life of the server, cancelled on shutdown."""
 
-    def __init__(
-        self, name: str, interval_seconds: float, job: Callable[[], Awaitable[object]]
-    ) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._interval = interval_seconds
-        self._job = job
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self._job()
-            except StorageUnavailable as exc:
-                log.warning("%s: the database is unavailable, will retry: %s", self.name, exc)
-            except Exception:
-                log.exception("%s failed", self.name)
+        raise NotImplementedError
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
@@ -44,3 +31,26 @@ class Periodic:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class Periodic(BackgroundTask):
+    """Runs ``job`` every ``interval_seconds``; a failure is logged and the
+    next run happens as scheduled (an unreachable database is expected to
+    come back, so it is a warning, not an error)."""
+
+    def __init__(
+        self, name: str, interval_seconds: float, job: Callable[[], Awaitable[object]]
+    ) -> None:
+        super().__init__(name)
+        self._interval = interval_seconds
+        self._job = job
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._job()
+            except StorageUnavailable as exc:
+                log.warning("%s: the database is unavailable, will retry: %s", self.name, exc)
+            except Exception:
+                log.exception("%s failed", self.name)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from keystile.periodic import BackgroundTask
 from keystile.ratelimit.models import Count, RateLimiterUnavailable
 from keystile.storage.memory import MemoryWindows
 
@@ -221,7 +222,7 @@ class RedisInFlight:
             pass  # the lock expires on its own after its TTL
 
 
-class RedisRevocations:
+class RedisRevocations(BackgroundTask):
     """Revocations fanned out to every instance through Redis pub/sub.
 
     Each instance caches verified keys; a revocation is published, and every
@@ -246,7 +247,7 @@ class RedisRevocations:
         self._on_revoked = on_revoked
         self._on_resubscribed = on_resubscribed
         self.live = False
-        self._task: asyncio.Task[None] | None = None
+        super().__init__("revocations")
 
     async def publish(self, key_id: str) -> None:
         try:
@@ -257,7 +258,7 @@ class RedisRevocations:
             # cache is off) or their cache entries expire within the TTL.
             log.error("could not publish the revocation of %s: %s", key_id, exc)
 
-    async def _listen(self) -> None:
+    async def _run(self) -> None:
         while True:
             pubsub = self._client.pubsub()
             try:
@@ -282,13 +283,3 @@ class RedisRevocations:
                 self.live = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._listen(), name="revocations")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
