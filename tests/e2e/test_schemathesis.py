@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support import cli_admin, keystile_env, serving
 
 # Checks that contradict the contract, and why:
