@@ -215,23 +215,38 @@ class Test401:
         error = assert_error(response, 401, "invalid_key")
         assert error["message"] == "The API key is missing, invalid, expired or revoked."
 
-    async def test_a_corrupted_checksum_is_rejected_without_a_database_lookup(
-        self, app: Pipeline, client: httpx.AsyncClient, tenant: Tenant
+    async def test_a_corrupted_checksum_is_rejected_without_touching_storage(
+        self,
+        app: Pipeline,
+        client: httpx.AsyncClient,
+        tenant: Tenant,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        calls = 0
+        calls: list[str] = []
         storage = app.services.storage
-        original = storage.reader
+        for name in ("reader", "transaction", "changed_elsewhere", "ping"):
+            original = getattr(storage, name)
 
-        def counting_reader():  # type: ignore[no-untyped-def]
-            nonlocal calls
-            calls += 1
-            return original()
+            def counting(*args: object, _name: str = name, _original: object = original) -> object:
+                calls.append(_name)
+                return _original(*args)  # type: ignore[operator]
 
-        storage.reader = counting_reader  # type: ignore[method-assign]
+            monkeypatch.setattr(storage, name, counting)
+        await client.get("/v1/api-keys", headers=tenant.headers)  # the real key, cached
+        calls.clear()
         bad = tenant.secret[:-1] + ("A" if tenant.secret[-1] != "A" else "B")
         response = await client.get("/v1/api-keys", headers={"Authorization": f"Bearer {bad}"})
         assert_error(response, 401, "invalid_key")
-        assert calls == 0
+        assert calls == []
+
+    async def test_a_non_ascii_key_of_the_right_length_is_a_401(
+        self, client: httpx.AsyncClient, tenant: Tenant
+    ) -> None:
+        for char in ("é", "\u00ff", "\x7f"):
+            bad = tenant.secret[:-3] + char + tenant.secret[-2:]
+            header = b"Bearer " + bad.encode("latin-1")
+            response = await client.get("/v1/api-keys", headers=[(b"authorization", header)])
+            assert_error(response, 401, "invalid_key")
 
     async def test_the_scheme_is_case_insensitive(
         self, client: httpx.AsyncClient, tenant: Tenant

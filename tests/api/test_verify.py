@@ -131,7 +131,10 @@ class TestOutcomes:
         result = await verify(client, service, key=expiring["key"])
         assert (result["code"], result["key_id"]) == ("EXPIRED", expiring["id"])
 
-    @pytest.mark.parametrize("key", ["", "nonsense", "wbk_live_" + "A" * 32])
+    @pytest.mark.parametrize(
+        "key",
+        ["", "nonsense", "wbk_live_" + "A" * 32, "wbk_live_" + "é" * 32, "wbk_live_" + "\x7f" * 32],
+    )
     async def test_invalid_keys(self, client: httpx.AsyncClient, service: Tenant, key: str) -> None:
         assert await verify(client, service, key=key) == {
             "valid": False, "code": "INVALID", "key_id": None, "account_id": None,

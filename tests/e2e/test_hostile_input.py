@@ -196,6 +196,18 @@ def corpus(key: str) -> dict[str, tuple[bytes, set[int]]]:
             request("GET", f"/v1/api-keys?access_token={key}&api_key={key}"),
             {401},
         ),
+        "a non-ASCII key of the right length": (
+            request(
+                "GET",
+                "/v1/api-keys",
+                headers=[(b"Authorization", b"Bearer " + (key[:-1] + "\xe9").encode("latin-1"))],
+            ),
+            {401},
+        ),
+        "verify: a non-ASCII key of the right length": (
+            json_post(key, ('{"key": "' + key[:-1] + '\\u00e9"}').encode(), path="/v1/keys/verify"),
+            {200},
+        ),
         "Basic auth with the key": (
             request("GET", "/v1/api-keys", headers=[("Authorization", f"Basic {key}")]),
             {401},

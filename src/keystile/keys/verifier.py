@@ -129,20 +129,28 @@ class KeyVerifier:
         Never raises for bad input; raises ``StorageUnavailable`` when the
         database is needed and cannot answer.
         """
-        if len(token) != self._token_length:
+        if len(token) != self._token_length or not token.isascii():
             return INVALID
         digest = tokens.digest(token)
         now = clocks.now_micros(self._clock)
-        if await self._storage.changed_elsewhere():
-            self.cache.clear()
         use_cache = self.cache_is_current()
         key = self.cache.get(digest, now) if use_cache else None
+        if key is not None and await self._storage.changed_elsewhere():
+            # A key was revoked somewhere since this process last looked:
+            # nothing cached can be trusted.
+            self.cache.clear()
+            key = None
         if key is None:
             # Only well-formed tokens ever reach storage (contract §2). A cache
             # hit needs no checksum: only tokens found in storage are cached,
             # and a digest identifies its token.
             if not tokens.is_well_formed(token, self._prefix):
                 return INVALID
+            # Note the revocation counter *before* reading: a revocation that
+            # commits after the read changes the counter from what was noted,
+            # so the next cache hit sees it and drops what this read cached.
+            if use_cache and await self._storage.changed_elsewhere():
+                self.cache.clear()
             epoch = self.cache.epoch
             async with self._storage.reader() as uow:
                 found = await uow.keys.find_by_digest(digest)
