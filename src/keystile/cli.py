@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from keystile.api import schemas
 from keystile.clock import now_micros, system_clock
-from keystile.errors import KeystileError, ValidationFailed
+from keystile.errors import KeystileError, NotFound, ValidationFailed
 from keystile.idempotency.crypto import generate_key
 from keystile.keys.models import KeyStatus, Plan
 from keystile.keys.service import KeyService
@@ -222,7 +222,10 @@ def keys_list(
     """List an account's keys, newest first."""
     settings = _settings()
 
-    async def work(keys: KeyService, _: Storage) -> schemas.ApiKeyList:
+    async def work(keys: KeyService, storage: Storage) -> schemas.ApiKeyList:
+        async with storage.reader() as uow:
+            if await uow.accounts.get(account) is None:
+                raise NotFound(f"No account {account!r}.")  # a typo must not look like "no keys"
         page = await keys.list(account, limit=limit, status=status, starting_after=starting_after)
         return schemas.key_list_out(page, settings.key_prefix, keys.now())
 

@@ -89,6 +89,7 @@ def test_human_output_is_a_table(env: dict[str, str]) -> None:
         (("keys", "create", "--account", "acc_x"), "Missing option"),
         (("keys", "create", "--account", "acc_01ARZ3NDEKTSV4RRFFQ69G5FAV", "--name", "x", "--permission", "read:contacts"), "No account"),
         (("keys", "revoke", "key_01ARZ3NDEKTSV4RRFFQ69G5FAV"), "No such key"),
+        (("keys", "list", "--account", "acc_01ARZ3NDEKTSV4RRFFQ69G5FAV"), "No account"),
         (("keys", "list", "--account", "a", "--limit", "0"), "--limit"),
         (("accounts", "create", "Acme", "--plan", "gold"), "--plan"),
         (("accounts", "create", "  "), "name"),
