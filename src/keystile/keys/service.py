@@ -154,5 +154,5 @@ class KeyService:
 async def _existing(uow: UnitOfWork, account_id: str | None, key_id: str) -> ApiKey:
     key = await uow.keys.get(account_id, key_id) if is_key_id(key_id) else None
     if key is None:
-        raise NotFound(f"No such key: {key_id!r}.")
+        raise NotFound(f"No such key: {key_id[:64]!r}.")
     return key
