@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,3 +301,30 @@ def stored_bytes(app: Pipeline) -> dict[str, bytes]:
         capture_output=True, timeout=60, check=True,
     )  # fmt: skip
     return {"pg_dump": dump.stdout}
+
+
+async def asgi_call(
+    app: Pipeline, method: str, target: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request straight into the ASGI app, with a request target no
+    HTTP client library will send (``*``, raw bytes): status, headers, body."""
+    path = target.decode("latin-1")
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": target, "query_string": b"",
+        "root_path": "", "headers": headers if headers is not None else [(b"host", b"k.test")],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = sent[0]
+    response_headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return int(start["status"]), response_headers, body

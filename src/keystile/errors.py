@@ -19,21 +19,21 @@ class FieldProblem:
 
 
 class KeystileError(Exception):
+    """Base of every error with a contract code (§3). ``details`` names the
+    fields at fault, when there are any (always for ``validation_error``)."""
+
     code = "internal_error"
     default_message = "An internal error occurred."
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, details: list[FieldProblem] | None = None):
         self.message = message or self.default_message
+        self.details = details or []
         super().__init__(self.message)
 
 
 class ValidationFailed(KeystileError):
     code = "validation_error"
     default_message = "The request is invalid."
-
-    def __init__(self, message: str | None = None, details: list[FieldProblem] | None = None):
-        super().__init__(message)
-        self.details = details or []
 
 
 class InvalidKey(KeystileError):

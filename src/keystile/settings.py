@@ -15,7 +15,7 @@ from limits import RateLimitItem, parse
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keystile.api.clients import Network, parse_networks
+from keystile.http.clients import Network, parse_networks
 from keystile.ratelimit.models import Limit
 
 DEFAULT_SCOPES = (

@@ -53,11 +53,11 @@ class TestRouting:
     @pytest.mark.parametrize(
         ("method", "path", "allow"),
         [
-            ("PUT", "/v1/api-keys", "GET, POST"),
-            ("PATCH", "/v1/api-keys", "GET, POST"),
-            ("POST", "/v1/api-keys/key_01ARZ3NDEKTSV4RRFFQ69G5FAV", "DELETE, GET"),
-            ("DELETE", "/v1/api-keys", "GET, POST"),
-            ("POST", "/healthz", "GET"),
+            ("PUT", "/v1/api-keys", "GET, HEAD, POST"),
+            ("PATCH", "/v1/api-keys", "GET, HEAD, POST"),
+            ("POST", "/v1/api-keys/key_01ARZ3NDEKTSV4RRFFQ69G5FAV", "DELETE, GET, HEAD"),
+            ("DELETE", "/v1/api-keys", "GET, HEAD, POST"),
+            ("POST", "/healthz", "GET, HEAD"),
         ],
     )
     async def test_a_known_path_with_another_method_is_405_before_authentication(

@@ -51,7 +51,12 @@ def test_json_output_is_the_http_body(env: dict[str, str], tmp_path: Path) -> No
         auth = {"Authorization": f"Bearer {admin['key']}"}
         http_created = httpx.post(
             f"{url}/v1/api-keys",
-            json={"name": "via http", "permissions": ["read:contacts"]},
+            # The admin expires in 2099: what it makes must not outlive it.
+            json={
+                "name": "via http",
+                "permissions": ["read:contacts"],
+                "expires_at": "2098-01-01T00:00:00Z",
+            },
             headers=auth,
         )
         LEDGER.remember(http_created.json()["data"]["key"])

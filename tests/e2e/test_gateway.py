@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from keystile.http.headers import UNTRUSTED, canonical_name
 from tests.e2e.upstream import pattern
 from tests.support import (
     LEDGER,
@@ -28,6 +29,7 @@ from tests.support import (
     run_cli,
     serving,
 )
+from tests.unit.test_paths import DOT_SEGMENTS, SEPARATORS
 
 REPO = Path(__file__).parents[2]
 MB = 1024 * 1024
@@ -182,7 +184,7 @@ class TestRouting:
         url, _, _ = gateway
         response = httpx.put(f"{url}/v1/deals/1")
         assert response.status_code == 405
-        assert response.headers["allow"] == "GET"
+        assert response.headers["allow"] == "GET, HEAD"
         assert response.json()["error"]["code"] == "method_not_allowed"
 
     def test_authentication_rate_limit_and_scope(self, gateway: Any) -> None:
@@ -210,9 +212,10 @@ class TestRouting:
         [
             "/v1/contacts/../api-keys",
             "/v1/contacts/./x",
-            "/v1/contacts/%2e%2e/x",
             "/v1/contacts/a%2Fb",
             "/v1/contacts/a%5Cb",
+            *(f"/v1/contacts/{segment}/deals" for segment in DOT_SEGMENTS),
+            *(f"/v1/contacts{separator}deals" for separator in SEPARATORS),
         ],
     )
     def test_paths_an_upstream_could_resolve_elsewhere_are_refused(
@@ -221,8 +224,17 @@ class TestRouting:
         url, reader, _ = gateway
         # Sent raw: HTTP clients (httpx included) would normalise the dots away.
         status, body = raw_get(url, path, reader["Authorization"])
-        assert status == 400, body
-        assert json.loads(body)["error"]["code"] == "validation_error"
+        assert status == 400, (path, body)
+        # TODO(issue 11, item 12): raw non-ASCII is refused by the HTTP server itself.
+        if body.startswith(b"{"):
+            assert json.loads(body)["error"]["code"] == "validation_error"
+
+    @pytest.mark.parametrize("path", ["/V1/CONTACTS/1", "/v1/%63ontacts/1", "/V1/Contacts/"])
+    def test_every_spelling_of_a_route_is_that_route(self, gateway: Any, path: str) -> None:
+        url, _, writer = gateway  # the writer holds write:contacts only
+        status, body = raw_get(url, path, writer["Authorization"])
+        assert status == 403, (path, body)
+        assert json.loads(body)["error"]["code"] == "insufficient_permissions"
 
 
 class TestHeaders:
@@ -261,6 +273,25 @@ class TestHeaders:
         assert seen["x-forwarded-proto"] == ["http"]
         assert seen["x-request-id"] == ["trace-77"] == [response.headers["x-request-id"]]
         assert seen["idempotency-key"] == ["forwarded-untouched"]
+
+    @pytest.mark.parametrize(
+        "name", sorted({n.decode() for n in UNTRUSTED - {b"host", b"authorization"}})
+    )
+    def test_no_spelling_of_an_untrusted_header_crosses(self, gateway: Any, name: str) -> None:
+        url, reader, _ = gateway
+        spellings = {name, name.upper(), name.title(), name.replace("-", "_"),
+                     name.replace("-", "_").upper(), name.title().replace("-", "_")}  # fmt: skip
+        sent = [(spelling, "forged") for spelling in sorted(spellings)]
+        sent += [("X_Keystile_Scopes", "admin:webhooks"), ("x-KEYSTILE-key_id", "key_forged")]
+        # Framing headers go only in their underscore spellings (the client
+        # library frames the request itself).
+        framing = {b"connection", b"transfer-encoding", b"upgrade"}
+        headers = [(n, v) for n, v in sent if "_" in n or canonical_name(n.encode()) not in framing]
+        response = httpx.get(f"{url}/v1/contacts/1", headers=[*reader.items(), *headers])
+        forwarded = echo(response)["headers"]
+        assert not [(n, v) for n, v in forwarded if v in ("forged", "admin:webhooks", "key_forged")]
+        scopes = [v for n, v in forwarded if canonical_name(n.encode()) == b"x-keystile-scopes"]
+        assert scopes == ["read:contacts read:deals"]
 
     def test_response_headers(self, gateway: Any) -> None:
         url, reader, _ = gateway
@@ -361,7 +392,8 @@ class TestConcurrency:
 
     def test_head_requests(self, gateway: Any) -> None:
         url, reader, _ = gateway
-        assert httpx.head(f"{url}/v1/contacts", headers=reader).status_code == 405  # not routed
+        routed_by_get = httpx.head(f"{url}/v1/contacts", headers=reader)  # RFC 9110 §9.3.2
+        assert (routed_by_get.status_code, routed_by_get.content) == (200, b"")
         for _ in range(3):  # no connection may be left expecting the body HEAD does not send
             head = httpx.head(f"{url}/files/bytes/1000", headers=reader)
             assert head.status_code == 200

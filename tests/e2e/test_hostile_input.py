@@ -214,7 +214,29 @@ def corpus(key: str) -> dict[str, tuple[bytes, set[int]]]:
         ),
         "a path with dot segments": (
             request("GET", "/v1/api-keys/../healthz", headers=[("Authorization", f"Bearer {key}")]),
-            {404},
+            {400},
+        ),
+        # Issue #11: every request-target form of RFC 9112 §3.2, Host rules,
+        # path spellings an upstream could resolve elsewhere, HEAD.
+        "OPTIONS * (asterisk-form)": (request("OPTIONS", "*"), {200}),
+        "GET * (asterisk-form, wrong method)": (request("GET", "*"), {400}),
+        "absolute-form": (request("GET", "http://keystile.test/healthz"), {200}),
+        "authority-form (CONNECT)": (request("CONNECT", "keystile.test:443"), {400}),
+        "authority-form with another method": (request("GET", "keystile.test:443"), {400}),
+        "two Host headers": (request("GET", "/healthz", headers=[("Host", "other.test")]), {400}),
+        "no Host header": (b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", {400}),
+        "a servlet path parameter": (
+            request("GET", "/v1/api-keys/..;/x", headers=[("Authorization", f"Bearer {key}")]),
+            {400},
+        ),
+        "encoded dot segments": (
+            request("GET", "/v1/api-keys/%2e%2e/x", headers=[("Authorization", f"Bearer {key}")]),
+            {400},
+        ),
+        "double-encoded slash": (request("GET", "/v1/api-keys%252fx"), {400}),
+        "HEAD of a resource": (
+            request("HEAD", "/v1/api-keys", headers=[("Authorization", f"Bearer {key}")]),
+            {200},
         ),
         "an 8 KB path": (request("GET", "/v1/" + "a" * 8192), {404}),
         "an overlong Idempotency-Key": (
@@ -319,6 +341,27 @@ def test_a_header_line_split_is_just_another_header(server: tuple[ServerURL, str
     assert status == 200
     assert headers["x-request-id"] == ["abc"]
     assert "x-injected" not in headers
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["/v1/api-keys/{}", "/v1/api-keys/{}x", "/nowhere/{}", "/v1/api-keys?starting_after={}"],
+)
+def test_a_secret_sent_where_it_does_not_belong_is_never_echoed(
+    server: tuple[ServerURL, str], where: str
+) -> None:
+    url, key = server
+    for spelling in (key, key.upper(), key.replace("_", "%5F"), f"{key[:15]}/{key[15:]}"):
+        raw = request(
+            "GET",
+            where.format(spelling),
+            headers=[("Authorization", f"Bearer {key}"), ("X-Request-ID", key)],
+        )
+        status, headers, body = exchange(url, raw)
+        check(status, headers, body)
+        assert key[9:25] not in body.decode("latin-1"), (where, body)
+        assert key[25:] not in body.decode("latin-1"), (where, body)
+        assert headers["x-request-id"][0].startswith("req_")
 
 
 def test_the_bearer_scheme_is_case_insensitive(server: tuple[ServerURL, str]) -> None:

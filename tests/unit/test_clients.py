@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keystile.api.clients import client_address, parse_networks
+from keystile.http.clients import client_address, parse_networks
 
 
 def scope(peer: str, *forwarded: str) -> dict[str, object]:

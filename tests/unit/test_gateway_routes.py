@@ -63,7 +63,24 @@ def test_matching_by_method_and_longest_prefix_on_segment_boundaries() -> None:
     without_catch_all = parse_routes(GOOD.rsplit("[[routes]]", 1)[0], CATALOG)
     assert without_catch_all.match("GET", "/v1/contactsX") is None
     assert without_catch_all.match("GET", "/v1") is None
-    assert scope_of("HEAD", "/v1/contacts") == ["DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT"]
+    # HEAD is served wherever GET is (RFC 9110 §9.3.2), by the GET route.
+    assert scope_of("HEAD", "/v1/contacts") == "read:contacts"
+    assert scope_of("HEAD", "/v1/contacts/export/x") == "admin:webhooks"
+    assert without_catch_all.match("TRACE", "/v1/contacts") == [
+        "DELETE", "GET", "HEAD", "PATCH", "POST", "PUT",
+    ]  # fmt: skip
+
+
+def test_prefixes_that_differ_only_in_spelling_are_the_same_route() -> None:
+    text = route(prefix='"/v1/X"') + route(prefix='"/V1/%78"')
+    with pytest.raises(ConfigurationError, match="GET /V1/%78 is already routed at line 2"):
+        parse_routes(text, CATALOG, source="routes.toml")
+
+
+def test_matching_is_in_canonical_form() -> None:
+    table = parse_routes(route(prefix='"/V1/Contacts"'), CATALOG)
+    assert isinstance(table.match("GET", "/v1/contacts/42"), GatewayRoute)
+    assert table.match("GET", "/V1/Contacts/42") is None  # match() takes the canonical form
 
 
 def test_defaults_and_normalisation() -> None:
@@ -102,7 +119,9 @@ def route(**fields: str) -> str:
         (route(methods='["FETCH"]'), ":4: route 1: unknown method 'FETCH'"),
         (route(methods="[]"), ":4: route 1: methods must be a non-empty list"),
         (route(prefix='"v1/x"'), ":3: route 1: prefix must be a path"),
-        (route(prefix='"/v1/../admin"'), ":3: route 1: prefix must not contain '.' or '..'"),
+        (route(prefix='"/v1/../admin"'), ":3: route 1: prefix must be an unambiguous path"),
+        (route(prefix='"/v1/%2e%2e/admin"'), ":3: route 1: prefix must be an unambiguous path"),
+        (route(prefix='"/v1;x/admin"'), ":3: route 1: prefix must be an unambiguous path"),
         (route(timeout_seconds="0"), ":7: route 1: timeout_seconds must be a number"),
         (route(timeout_seconds='"30"'), ":7: route 1: timeout_seconds must be a number"),
         (route(colour='"red"'), ":7: route 1: unknown field 'colour'"),

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope
 
-from keystile.api.context import context_of
 from keystile.errors import (
     FieldProblem,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
 )
+from keystile.http.context import context_of
 
 MAX_BODY = 64 * 1024
 M = TypeVar("M", bound=BaseModel)
@@ -53,7 +53,18 @@ def is_json_media_type(value: bytes | None) -> bool:
 
 async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> bytes:
     """The whole body: at most ``limit`` bytes, arriving within the request's
-    body timeout (a client trickling a body cannot hold a handler forever)."""
+    body timeout (a client trickling a body cannot hold a handler forever).
+
+    Read from the client once per request: later calls return the same bytes.
+    """
+    ctx = context_of(scope)
+    if ctx.body is not None:
+        return ctx.body
+    ctx.body = await _read_body(scope, receive, limit, ctx.body_timeout)
+    return ctx.body
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int, seconds: float) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None:
         try:
@@ -63,7 +74,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> by
         if too_big:
             raise PayloadTooLarge()
     try:
-        async with asyncio.timeout(context_of(scope).body_timeout):
+        async with asyncio.timeout(seconds):
             return await _receive_all(receive, limit)
     except TimeoutError:
         raise ValidationFailed(
@@ -165,10 +176,20 @@ def parse_json(raw: bytes) -> Any:
 
 
 async def read_json(scope: Scope, receive: Receive) -> Any:
-    """The request's JSON document (413, 415 and 400 on the way)."""
+    """The request's JSON document (413, 415 and 400 on the way).
+
+    Parsed once per request, by one parser: the idempotency layer's
+    fingerprint and the endpoint see the same document, and a body one of
+    them refuses the other refuses the same way (issue #11, item 9).
+    """
+    ctx = context_of(scope)
+    if ctx.parsed:
+        return ctx.document
     if not is_json_media_type(header(scope, b"content-type")):
         raise UnsupportedMediaType()
-    return parse_json(await read_body(scope, receive))
+    ctx.document = parse_json(await read_body(scope, receive))
+    ctx.parsed = True
+    return ctx.document
 
 
 def _field(loc: tuple[int | str, ...]) -> str:

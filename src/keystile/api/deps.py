@@ -10,12 +10,12 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel
 
-from keystile.api.context import context_of
 from keystile.api.errors import as_keystile_error, error_body, error_headers, status_of
 from keystile.api.observability import Metrics
 from keystile.api.schemas import ErrorEnvelope, dump
 from keystile.clock import Clock
 from keystile.errors import FieldProblem, ValidationFailed
+from keystile.http.context import context_of
 from keystile.idempotency.service import IdempotencyService
 from keystile.keys.service import KeyService
 from keystile.keys.usage import UsageRecorder

@@ -9,6 +9,7 @@ from starlette.types import Send
 
 from keystile import errors
 from keystile.ratelimit.models import RateLimiterUnavailable
+from keystile.redaction import redact
 from keystile.storage.base import StorageUnavailable
 
 log = logging.getLogger("keystile.api")
@@ -47,17 +48,28 @@ def as_keystile_error(exc: BaseException) -> errors.KeystileError:
 
 
 def status_of(exc: errors.KeystileError) -> int:
-    return STATUS.get(type(exc), 500)
+    """The status of ``exc``'s nearest class in :data:`STATUS` (a subclass
+    answers like its parent)."""
+    for cls in type(exc).__mro__:
+        status = STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
 
 
 def error_body(exc: errors.KeystileError, request_id: str) -> bytes:
+    """The §3 envelope. Messages may quote what the client sent (an id, a
+    path, a field name): anything secret-shaped in them is masked here, the
+    one place every error body is rendered."""
     error: dict[str, object] = {
         "code": exc.code,
-        "message": exc.message,
+        "message": redact(exc.message),
         "request_id": request_id,
     }
-    if isinstance(exc, errors.ValidationFailed):
-        error["details"] = [{"field": d.field, "message": d.message} for d in exc.details]
+    if isinstance(exc, errors.ValidationFailed) or exc.details:
+        error["details"] = [
+            {"field": redact(d.field), "message": redact(d.message)} for d in exc.details
+        ]
     return orjson.dumps({"error": error})
 
 

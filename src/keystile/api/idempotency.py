@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keystile.api.body import read_body
-from keystile.api.context import RequestContext
+from keystile.api.body import read_body, read_json
 from keystile.errors import FieldProblem, IdempotencyKeyInUse, ValidationFailed
 from keystile.faults import Faults
+from keystile.http.context import RequestContext
 from keystile.idempotency.service import (
     HEADER,
     IdempotencyService,
     Identity,
     Replay,
+    canonical_json,
     check_key,
     fingerprint,
     is_recorded,
@@ -102,8 +103,12 @@ class IdempotencyLayer:
         assert ctx.key is not None, "the idempotency layer runs after authentication"
         identity = Identity(ctx.key.account_id, ctx.key.id, check_key(values[0]))
         body = await read_body(scope, receive)
+        # The endpoint's own parser decides what the body is: a body it would
+        # refuse is refused here the same way, before any record is looked
+        # up, so it can never replay a stored response.
+        canonical = canonical_json(await read_json(scope, receive)) if body else b""
         request_print = fingerprint(
-            scope["method"], scope["path"], scope.get("query_string", b""), body
+            scope["method"], scope["path"], scope.get("query_string", b""), canonical
         )
 
         async with self._service.storage.reader() as uow:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
 from typing import Any
@@ -19,6 +18,8 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pythonjsonlogger.json import JsonFormatter
 
+from keystile.redaction import redact_log_line
+
 ACCESS_LOGGER = "keystile.access"
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -26,8 +27,15 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
+class _RedactingJsonFormatter(JsonFormatter):
+    """JSON lines with anything secret-shaped masked (see keystile.redaction)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_log_line(super().format(record))
+
+
 def json_formatter() -> logging.Formatter:
-    formatter = JsonFormatter(
+    formatter = _RedactingJsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         datefmt=TIME_FORMAT,
@@ -115,10 +123,6 @@ def uvicorn_log_config(level: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
         },
     }
-
-
-def key_pattern(prefix: str) -> re.Pattern[str]:
-    return re.compile(re.escape(prefix) + r"_live_[0-9A-Za-z]+")
 
 
 class Metrics:

@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -28,16 +28,18 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keystile import errors
-from keystile.api.clients import client_address
-from keystile.api.context import SCOPE_KEY, RequestContext
 from keystile.api.deps import Services
 from keystile.api.errors import as_keystile_error, send_error
 from keystile.api.idempotency import IdempotencyLayer
-from keystile.api.observability import ACCESS_LOGGER, AccessLog, key_pattern
+from keystile.api.observability import ACCESS_LOGGER, AccessLog
 from keystile.gateway.proxy import Proxy
 from keystile.gateway.routes import GatewayRoute, RouteTable
+from keystile.http.clients import client_address
+from keystile.http.context import SCOPE_KEY, RequestContext
+from keystile.http.paths import canonical_path, raw_path_of
 from keystile.keys.models import ApiKey
 from keystile.keys.verifier import INVALID
+from keystile.redaction import looks_secret, redact
 
 log = logging.getLogger("keystile.api")
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -60,6 +62,19 @@ class Endpoint:
     protected: bool = True  # needs a valid key
     permission: str | None = None  # the scope the key must hold
     own: bool = True  # keystile's own response (not a proxied one)
+    as_get: bool = False  # a HEAD served by the GET handler (RFC 9110 §9.3.2)
+
+
+async def _server_options(scope: Scope, receive: Receive, send: Send) -> None:
+    """``OPTIONS *`` (asterisk-form, RFC 9110 §9.3.7): the server is here;
+    what each resource allows is in its 405's ``Allow`` header."""
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+SERVER_OPTIONS = Endpoint(name="*", app=_server_options, protected=False)
 
 
 # Generated ids: a random per-process prefix and a counter. Unique across
@@ -69,14 +84,20 @@ _ID_PREFIX = f"req_{secrets.token_hex(10)}"
 _id_counter = itertools.count(1)
 
 
+def new_request_id() -> str:
+    """A fresh ``req_…`` id, unique across processes and instances."""
+    return f"{_ID_PREFIX}{next(_id_counter):x}"
+
+
 def request_id_for(scope: Scope) -> str:
-    """The client's ``X-Request-ID`` when it is safe to echo, else a new one."""
+    """The client's ``X-Request-ID`` when it is safe to echo and to log (the
+    right shape, nothing secret-shaped in it), else a new one."""
     supplied = [value for name, value in scope["headers"] if name == b"x-request-id"]
     if len(supplied) == 1:
         candidate: str = supplied[0].decode("latin-1")
-        if _CLIENT_REQUEST_ID.fullmatch(candidate):
+        if _CLIENT_REQUEST_ID.fullmatch(candidate) and not looks_secret(candidate):
             return candidate
-    return f"{_ID_PREFIX}{next(_id_counter):x}"
+    return new_request_id()
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -134,11 +155,20 @@ class Router:
             self._routes.append((route, endpoint))
 
     def resolve(self, scope: Scope) -> Endpoint:
+        """The endpoint for this request; raises 400 (a request target or
+        path that is not one unambiguous path, RFC 9112 §3.2), 404 or 405.
+
+        keystile's own endpoints are matched by the decoded path as given;
+        gateway routes by its canonical form (:mod:`keystile.http.paths`).
+        """
         method: str = scope["method"]
         path: str = scope["path"]
         endpoint = self._hot.get((method, path))
         if endpoint is not None:
             return endpoint
+        if path == "*" and method == "OPTIONS":
+            return SERVER_OPTIONS
+        canonical = canonical_path(raw_path_of(path, scope.get("raw_path")))
         allowed: list[str] = []
         if path in self._hot_paths:
             allowed += [m for m, p in self._hot if p == path]
@@ -148,16 +178,41 @@ class Router:
                 scope.update(child)
                 return endpoint
             if match is Match.PARTIAL:
+                if method == "HEAD" and "GET" in (route.methods or ()):
+                    scope.update(route.matches({**scope, "method": "GET"})[1])
+                    return replace(endpoint, as_get=True)
                 allowed += sorted(route.methods or ())
         # keystile's own endpoints take precedence over gateway routes.
         if not allowed and self._gateway:
-            matched = self._gateway.match(method, path)
+            matched = self._gateway.match(method, canonical)
             if isinstance(matched, GatewayRoute):
                 return self._gateway_endpoints[matched]
             allowed = matched or []
         if allowed:
+            if "GET" in allowed:
+                allowed.append("HEAD")
             raise errors.MethodNotAllowed(sorted(set(allowed)))
         raise errors.NotFound(f"No such endpoint: {method} {path}")
+
+
+def check_host(scope: Scope) -> None:
+    """RFC 9112 §3.2: an HTTP/1.1 request has exactly one ``Host`` (400
+    otherwise); two could route differently in two servers of one chain."""
+    hosts = sum(1 for name, _ in scope["headers"] if name == b"host")
+    if hosts > 1 or (hosts == 0 and scope.get("http_version", "1.1") == "1.1"):
+        raise errors.ValidationFailed(
+            "The request must carry exactly one Host header.",
+            [errors.FieldProblem("Host", "must be given exactly once")],
+        )
+
+
+def _headers_only(send: Send) -> Send:
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
 
 
 class Pipeline:
@@ -181,8 +236,6 @@ class Pipeline:
         self._body_timeout = services.settings.body_timeout_seconds
         self._access_log_enabled = services.settings.access_log
         self._access = AccessLog()
-        self._key_in_path = key_pattern(services.settings.key_prefix)
-        self._key_marker = f"{services.settings.key_prefix}_live_"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -239,6 +292,7 @@ class Pipeline:
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
     ) -> None:
+        check_host(scope)
         endpoint = self.router.resolve(scope)
         ctx.route = endpoint.name
         ctx.own_response = endpoint.own
@@ -257,6 +311,10 @@ class Pipeline:
             # Every POST to a keystile endpoint may carry an Idempotency-Key
             # (contract §6); gateway routes forward the header untouched.
             await self.idempotency(endpoint.app, scope, receive, send, ctx)
+        elif endpoint.as_get:
+            # The GET handler answers; the server's own scope keeps saying
+            # HEAD, and no body goes out whatever the handler sends.
+            await endpoint.app({**scope, "method": "GET"}, receive, _headers_only(send))
         else:
             await endpoint.app(scope, receive, send)
 
@@ -264,9 +322,12 @@ class Pipeline:
         """The calling key, or 401 (429 once the address has failed too often)."""
         token = bearer_token(scope)
         result = await self.verifier.verify(token) if token is not None else INVALID
-        self.metrics.verified(result.outcome.value)
+        # Every failure counts as INVALID: /metrics is anonymous, and must not
+        # tell a caller whether a key it presented was revoked or expired.
+        self.metrics.verified(result.outcome.value if result.valid else INVALID.outcome.value)
         if result.valid and result.key is not None:
             ctx.key = result.key
+            self.verifier.note_use(result.key)
             return result.key
         # Failed authentications are limited per client address; they never
         # count against any key's quota.
@@ -282,9 +343,7 @@ class Pipeline:
         status = ctx.status or 500
         self.metrics.observe(scope["method"], ctx.route, status, elapsed)
         if self._access_log_enabled and access_log.isEnabledFor(logging.INFO):
-            path: str = scope["path"]
-            if self._key_marker in path:
-                path = self._key_in_path.sub("[redacted]", path)
+            path = redact(scope["path"])
             self._access.write(
                 {
                     "request_id": ctx.request_id,

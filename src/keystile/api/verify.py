@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from keystile.api.body import read_json, validate_model
-from keystile.api.context import caller_of
 from keystile.api.deps import Services, errors_doc
 from keystile.errors import FieldProblem, ValidationFailed
+from keystile.http.context import caller_of
 from keystile.keys.models import ApiKey
 from keystile.keys.verifier import Outcome
 from keystile.ratelimit.models import Decision
@@ -129,12 +129,16 @@ class VerifyEndpoint:
     async def _verify(self, request: VerifyRequest, caller: ApiKey) -> bytes:
         services = self._services
         verification = await services.verifier.verify(request.key)
-        services.metrics.verified(verification.outcome.value)
         key = verification.key
         if key is None or key.account_id != caller.account_id:
+            # Another account's key is not there for this caller: nothing
+            # about it is counted, recorded or cached as used.
+            services.metrics.verified(Outcome.INVALID.value)
             return _INVALID
+        services.metrics.verified(verification.outcome.value)
         if not verification.valid:
             return _result(verification.outcome, key)
+        services.verifier.note_use(key)
         if request.permission is not None and request.permission not in key.permissions:
             return _result(Outcome.INSUFFICIENT_PERMISSIONS, key)
         limiter = services.ratelimiter

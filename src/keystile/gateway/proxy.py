@@ -25,9 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keystile.api.clients import Network, is_trusted
-from keystile.api.context import context_of
-from keystile.errors import BadGateway, FieldProblem, GatewayTimeout, ValidationFailed
+from keystile.errors import BadGateway, GatewayTimeout
 from keystile.gateway.client import (
     Upstream,
     UpstreamClient,
@@ -36,54 +34,20 @@ from keystile.gateway.client import (
     UpstreamTimeout,
 )
 from keystile.gateway.routes import GatewayRoute
+from keystile.http.clients import Network, is_trusted
+from keystile.http.context import context_of
+from keystile.http.headers import HOP_BY_HOP, canonical_name, connection_tokens, is_untrusted
 
 log = logging.getLogger("keystile.gateway")
 
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
-        b"te", b"trailer", b"transfer-encoding", b"upgrade", b"proxy-connection",
-    }
-)  # fmt: skip
 # The request is framed anew (its Content-Length kept); Expect was answered
 # by keystile's own server when it read the body.
-_NOT_FORWARDED = _HOP_BY_HOP | {
-    b"authorization", b"host", b"x-request-id", b"content-length", b"expect",
-}  # fmt: skip
-_NOT_RETURNED = _HOP_BY_HOP | {b"x-request-id"}
+_FRAMING = frozenset({b"content-length", b"expect"})
+_NOT_RETURNED = HOP_BY_HOP | {b"x-request-id"}
 
 
 class ClientDisconnected(Exception):
     """The client went away while sending its body."""
-
-
-def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
-    """Headers named in ``Connection`` are hop-by-hop too."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens |= {token.strip().lower() for token in value.split(b",")}
-    return tokens
-
-
-def check_path(scope: Scope) -> None:
-    """Refuse paths an upstream could resolve differently from keystile's
-    prefix match (and so reach a resource the key's scope does not cover)."""
-    path: str = scope["path"]
-    raw: bytes = scope.get("raw_path") or path.encode()
-    segments = path.split("/")
-    lowered = raw.lower()
-    if (
-        any(segment in (".", "..") for segment in segments)
-        or b"%2f" in lowered
-        or b"%5c" in lowered
-        or "\\" in path
-        or "\x00" in path
-    ):
-        raise ValidationFailed(
-            "The request path is not allowed through the gateway.",
-            [FieldProblem("path", "no '.' or '..' segments, encoded slashes or backslashes")],
-        )
 
 
 class Proxy:
@@ -105,22 +69,23 @@ class Proxy:
         key = ctx.key
         assert key is not None, "gateway routes are authenticated"
         incoming: list[tuple[bytes, bytes]] = scope["headers"]
-        dropped = _NOT_FORWARDED | _connection_tokens(incoming)
+        hop_by_hop = connection_tokens(incoming)
         headers: list[tuple[bytes, bytes]] = []
         forwarded_for: list[bytes] = []
         forwarded_proto: bytes | None = None
         host: bytes | None = None
         for name, value in incoming:
-            lowered = name.lower()
-            if lowered in dropped or lowered.startswith(b"x-keystile-"):
-                if lowered == b"host":
-                    host = value
-                continue
-            if lowered == b"x-forwarded-for":
+            # ASGI names are lower case; a trusted proxy writes the dashed spelling.
+            if name == b"x-forwarded-for":
                 forwarded_for.append(value)
-            elif lowered == b"x-forwarded-proto":
+                continue
+            if name == b"x-forwarded-proto":
                 forwarded_proto = value
-            elif lowered != b"x-forwarded-host":
+                continue
+            canonical = canonical_name(name)
+            if canonical == b"host":
+                host = value
+            elif canonical not in _FRAMING and not is_untrusted(canonical, hop_by_hop):
                 headers.append((name, value))
         peer = scope.get("client")
         peer_address = peer[0] if peer else None
@@ -154,7 +119,6 @@ class Proxy:
     async def forward(
         self, route: GatewayRoute, upstream: Upstream, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        check_path(scope)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         query: bytes = scope.get("query_string", b"")
         target = raw_path + b"?" + query if query else raw_path
@@ -181,7 +145,7 @@ class Proxy:
             response.release()
 
     async def _relay(self, response: UpstreamResponse, method: str, send: Send) -> None:
-        dropped = _NOT_RETURNED | _connection_tokens(response.headers)
+        dropped = _NOT_RETURNED | connection_tokens(response.headers)
         headers = [
             (name, value)
             for name, value in response.headers

@@ -5,7 +5,12 @@ Matching is by method and longest path prefix on segment boundaries:
 ``/v1/contacts`` matches ``/v1/contacts`` and ``/v1/contacts/42``, never
 ``/v1/contactsX``. Among the routes that allow the request's method, the one
 with the longest matching prefix wins; when prefixes match but none allows
-the method the answer is 405, when none matches 404.
+the method the answer is 405, when none matches 404. Prefixes and request
+paths are compared in the canonical form of :mod:`keystile.http.paths`
+(decoded, case-folded), so every spelling of a path an upstream could take
+for the same resource falls under the same route. A route that allows
+``GET`` also serves ``HEAD`` (RFC 9110 §9.3.2) unless another route of the
+same prefix names ``HEAD`` itself.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from keystile.errors import ConfigurationError
+from keystile.http.paths import PathRefused, canonical_path
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _FIELDS = frozenset({"prefix", "methods", "scope", "upstream", "timeout_seconds"})
@@ -44,27 +50,42 @@ class RouteTable:
         self.routes = routes
         self._by_prefix: dict[str, dict[str, GatewayRoute]] = {}
         for route in routes:
+            by_method = self._by_prefix.setdefault(_route_key(route.prefix), {})
             for method in route.methods:
-                self._by_prefix.setdefault(route.prefix, {})[method] = route
+                by_method[method] = route
+        for by_method in self._by_prefix.values():
+            if "GET" in by_method and "HEAD" not in by_method:
+                by_method["HEAD"] = by_method["GET"]
 
     def __bool__(self) -> bool:
         return bool(self.routes)
 
     def match(self, method: str, path: str) -> GatewayRoute | list[str] | None:
-        """The route; or the methods allowed at the matching prefixes (→ 405); or None (→ 404)."""
+        """The route for ``method`` and ``path`` (canonical, see
+        :func:`keystile.http.paths.canonical_path`); else the methods allowed
+        at the matching prefixes (→ 405); else None (→ 404).
+
+        Terminates for any string: it looks at each prefix of the path's
+        segments once, longest first.
+        """
+        if not path.startswith("/"):
+            return None
+        segments = path.strip("/").split("/")
         allowed: set[str] = set()
-        candidate = path.rstrip("/") or "/"
-        while True:
-            by_method = self._by_prefix.get(candidate)
-            if by_method is not None:
-                route = by_method.get(method)
-                if route is not None:
-                    return route
-                allowed.update(by_method)
-            if candidate == "/":
-                break
-            candidate = candidate.rsplit("/", 1)[0] or "/"
+        for count in range(len(segments), -1, -1):
+            by_method = self._by_prefix.get("/" + "/".join(segments[:count]))
+            if by_method is None:
+                continue
+            route = by_method.get(method)
+            if route is not None:
+                return route
+            allowed.update(by_method)
         return sorted(allowed) if allowed else None
+
+
+def _route_key(prefix: str) -> str:
+    """A prefix as match() compares it: canonical, without a trailing '/'."""
+    return "/" + canonical_path(prefix).strip("/")
 
 
 class _Problem(Exception):
@@ -105,8 +126,11 @@ def _route(raw: Any, catalog: frozenset[str]) -> GatewayRoute:
     if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix.rstrip("/") or "/"):
         raise _Problem("prefix", "prefix must be a path like '/v1/contacts'")
     prefix = prefix.rstrip("/") or "/"
-    if any(segment in (".", "..") for segment in prefix.split("/")):
-        raise _Problem("prefix", "prefix must not contain '.' or '..' segments")
+    try:
+        canonical_path(prefix)
+    except PathRefused as refused:
+        reason = refused.details[0].message
+        raise _Problem("prefix", f"prefix must be an unambiguous path: {reason}") from None
 
     methods = raw["methods"]
     if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
@@ -184,12 +208,14 @@ def parse_routes(text: str, catalog: frozenset[str], source: str = "routes file"
                 f"{source}:{line}: route {index + 1}: {problem.message}"
             ) from None
         for method in sorted(route.methods):
-            if (route.prefix, method) in seen:
+            # Prefixes that differ only in case or encoding are the same path.
+            identity = (_route_key(route.prefix), method)
+            if identity in seen:
                 raise ConfigurationError(
                     f"{source}:{start}: route {index + 1}: {method} {route.prefix} is already "
-                    f"routed at line {seen[(route.prefix, method)]}"
+                    f"routed at line {seen[identity]}"
                 )
-            seen[(route.prefix, method)] = start
+            seen[identity] = start
         routes.append(
             GatewayRoute(
                 prefix=route.prefix,

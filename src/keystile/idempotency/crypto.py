@@ -95,7 +95,9 @@ def load_or_create(data_dir: Path) -> str:
     """The embedded default's application key: ``secret.key`` in the data
     directory, created (mode 0600, atomically) on first start."""
     path = data_dir / SECRET_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        data_dir.chmod(0o700)
     if not path.exists():
         temporary = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from keystile import clock as clocks
 from keystile.errors import FieldProblem, IdempotencyKeyReused, KeystileError, ValidationFailed
@@ -44,14 +45,15 @@ def check_key(raw: bytes) -> str:
     return raw.decode("ascii")
 
 
-def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
-    """What makes two requests "the same": key order and whitespace of a JSON
-    body do not count; anything else does."""
-    try:
-        document = json.loads(body)
-        canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, RecursionError):
-        canonical = body  # not JSON: the handler will refuse it; compare bytes
+def canonical_json(document: Any) -> bytes:
+    """A parsed JSON document in one spelling: sorted keys, no whitespace."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def fingerprint(method: str, path: str, query: bytes, canonical: bytes) -> str:
+    """What makes two requests "the same": method, path, query string and the
+    body's :func:`canonical_json` (``b""`` for no body), so key order and
+    whitespace of the body do not count; anything else does."""
     digest = hashlib.sha256()
     for part in (method.encode(), path.encode(), query, canonical):
         digest.update(len(part).to_bytes(8, "big") + part)

@@ -79,6 +79,7 @@ class KeyService:
                 raise InsufficientPermissions(
                     "A key cannot grant permissions it does not hold: " + ", ".join(missing)
                 )
+            check_lifetime(new.expires_at, caller)
         # The account is read only when something depends on it: its plan
         # (unmetered), or its existence (the CLI names it; a caller's own
         # account always exists). Fewer statements in the write transaction.
@@ -149,6 +150,25 @@ class KeyService:
         for listener in self._revocation_listeners:
             await listener(key_id)
         return revoked
+
+
+def check_lifetime(expires_at: int | None, caller: ApiKey | None) -> None:
+    """A key cannot outlive the key that made it (contract §4; the rule Vault
+    applies to child tokens): when ``caller`` expires, ``expires_at`` must be
+    set and not later. ``None`` (the CLI, an operator key) is unbounded.
+
+    Raises :class:`InsufficientPermissions` naming ``expires_at``.
+    """
+    if caller is None or caller.expires_at is None:
+        return
+    if expires_at is not None and expires_at <= caller.expires_at:
+        return
+    latest = clocks.rfc3339(caller.expires_at)
+    raise InsufficientPermissions(
+        f"A key that expires cannot create a key that outlives it: expires_at must be "
+        f"set and no later than {latest}, when the calling key expires.",
+        [FieldProblem("expires_at", f"must be set and no later than {latest}")],
+    )
 
 
 async def _existing(uow: UnitOfWork, account_id: str | None, key_id: str) -> ApiKey:

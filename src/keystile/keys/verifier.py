@@ -9,6 +9,11 @@ plaintext token), saves a database round trip per request. It stays exact:
   revocation channel (Redis), which calls :meth:`KeyVerifier.forget`;
 - a lookup that raced an eviction is not cached (the ``epoch`` check);
 - entries also age out after ``ttl_seconds``, a backstop for lost messages.
+
+Only keys that were active when read are cached: a revoked or expired key
+costs a database read every time, exactly like an unknown one, so neither
+the response time nor the cache's size (``/metrics``) tells a caller that
+a key it presented once existed.
 """
 
 from __future__ import annotations
@@ -126,8 +131,9 @@ class KeyVerifier:
     async def verify(self, token: str) -> Verification:
         """The outcome for ``token``; only VALID, EXPIRED and REVOKED carry the key.
 
-        Never raises for bad input; raises ``StorageUnavailable`` when the
-        database is needed and cannot answer.
+        Has no side effect on the key (see :meth:`note_use`). Never raises
+        for bad input; raises ``StorageUnavailable`` when the database is
+        needed and cannot answer.
         """
         if len(token) != self._token_length or not token.isascii():
             return INVALID
@@ -161,16 +167,21 @@ class KeyVerifier:
             # so that no code path ever compares secrets with ==.
             if not hmac.compare_digest(stored_digest, digest):
                 return INVALID
-            if use_cache:
+            if use_cache and key.status(now) is KeyStatus.ACTIVE:
                 self.cache.put(digest, key, now, epoch)
         status = key.status(now)
         if status is KeyStatus.REVOKED:
             return Verification(Outcome.REVOKED, key)
         if status is KeyStatus.EXPIRED:
             return Verification(Outcome.EXPIRED, key)
-        if self._usage is not None:
-            self._usage.record(key.id, clocks.whole_seconds(now))
         return Verification(Outcome.VALID, key)
+
+    def note_use(self, key: ApiKey) -> None:
+        """Record that ``key`` was used now (``last_used_at``, written in
+        batches). Only for a key the caller was entitled to present: the
+        pipeline after authentication, verify after the account check."""
+        if self._usage is not None:
+            self._usage.record(key.id, clocks.whole_seconds(clocks.now_micros(self._clock)))
 
     async def forget(self, key_id: str) -> None:
         """Drop ``key_id`` from the cache (a revocation listener)."""

@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from keystile.api.body import read_json, validate_model
-from keystile.api.context import caller_of
 from keystile.api.deps import (
     ServicesDep,
     check_query,
@@ -27,6 +26,7 @@ from keystile.api.schemas import (
     key_list_out,
     key_out,
 )
+from keystile.http.context import caller_of
 from keystile.keys.models import KeyStatus
 from keystile.keys.validation import check_new_key
 from keystile.settings import ADMIN_SCOPE

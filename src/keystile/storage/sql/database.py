@@ -155,12 +155,33 @@ class RevocationCounter:
             self._map = None
 
 
+def private_directory(path: Path) -> None:
+    """Create ``path`` (and its parents) readable by this user only (0700).
+    An existing directory is left as it is: it may be shared on purpose."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700, exist_ok=True)
+        path.chmod(0o700)  # mkdir's mode is filtered by the umask
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """The embedded database file, created 0600 before SQLite opens it, so
+    the database and its -wal/-shm files (SQLite gives them the database's
+    mode) are never readable by other users; a looser mode is tightened."""
+    private_directory(path.parent)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(descriptor).st_mode & 0o077:
+            os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+
+
 class SqliteStorage:
     """The embedded default: one SQLite file in WAL mode."""
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(path)
         # IMMEDIATE takes the write lock at BEGIN, so a transaction never fails
         # half-way with SQLITE_BUSY when it upgrades from reading to writing.
         self._writer = _sqlite_engine(path, "BEGIN IMMEDIATE", busy_timeout_ms)

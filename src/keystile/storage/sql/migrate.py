@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from keystile.storage.sql.database import async_url, scheme_of, sqlite_path
+from keystile.storage.sql.database import async_url, prepare_sqlite_file, scheme_of, sqlite_path
 
 _SCRIPTS = Path(__file__).parent / "migrations"
 
@@ -17,7 +17,7 @@ def upgrade(url: str) -> None:
     to run from several processes at once."""
     if scheme_of(url) == "sqlite":
         path = sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(path)
         driver_url = f"sqlite+pysqlite:///{path}"
     else:
         driver_url = async_url(url)

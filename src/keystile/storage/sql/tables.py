@@ -27,7 +27,8 @@ api_keys = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     # The normalised name (NFC + casefold) and whether this key still holds it.
     # Revocation and expiry (at the next create of the same name) release it.
-    sa.Column("name_key", sa.String(200), nullable=False),
+    # Text: case folding can triple a name's length (120 × "ﬃ" → 360 characters).
+    sa.Column("name_key", sa.Text, nullable=False),
     sa.Column("holds_name", sa.Boolean, nullable=False),
     sa.Column("description", sa.Text, nullable=True),
     sa.Column("permissions", sa.Text, nullable=False),  # space-separated scopes

@@ -26,6 +26,11 @@ class RequestContext:
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     transaction: Any = None  # the idempotency layer's open unit of work, if any
     body_timeout: float = 10.0  # seconds the whole request body may take to arrive
+    # The body, read once (keystile.api.body): its bytes, and its JSON
+    # document once parsed. Whoever reads it later gets the same value.
+    body: bytes | None = None
+    document: Any = None
+    parsed: bool = False
 
 
 def context_of(scope: Scope) -> RequestContext:
