@@ -1,52 +1,36 @@
 """A lean HTTP/1.1 client for forwarding requests to upstreams.
 
-Why not httpx (the project's HTTP client elsewhere): measured on the gateway
-hot path, httpcore's connection pool re-checks every pooled connection with
-a readability syscall while it assigns each request, which makes a request's
-cost grow with the number of connections and waiting requests: 134 requests/s
-at 64 concurrent connections, against ≈ 30,000 for the bare upstream. This
-client does one thing: keep-alive HTTP/1.1 with streaming both ways, on an
-asyncio Protocol with httptools' parser (the one uvicorn uses), with a
-per-upstream LIFO pool of idle connections.
+keystile's own: keep-alive HTTP/1.1 with streaming both ways, on an asyncio
+Protocol with httptools' parser (llhttp, the one uvicorn uses), with a
+per-upstream LIFO pool of idle connections. Bodies stream with back-pressure
+in both directions: writing waits while the socket's buffer is full, and
+reading pauses while more than ``READ_BUFFER_LIMIT`` bytes of the response
+wait for the client.
 
-Bodies stream with back-pressure in both directions: writing waits while the
-socket's buffer is full, and reading pauses while more than
-``READ_BUFFER_LIMIT`` bytes of the response wait for the client.
+Why not a library (re-decided for issue 11 with ``bench/upstream_clients.py``:
+64 concurrent requests to a bare local upstream on this 2-core machine, and
+the corpus of ``tests/e2e/misbehaving_upstream.py``; details in
+docs/gateway.md). The rule was: a well-kept library wins if it handles the
+corpus and costs at most ~25 % more CPU per request. None does either:
 
-What an upstream may send, and what comes of it (RFC 9110, RFC 9112; every
-case is a variant of ``tests/e2e/misbehaving_upstream.py``). The rule under
-all of them: a connection goes back to the pool only after a complete
-response that leaves both ends agreeing where it ended, so no byte of one
-exchange can be read as the next one's response.
+- this client: 23 µs of CPU per request, ≈ 29,000 requests/s; 284 of 284
+  variants as expected;
+- aiohttp 3.14 (``TCPConnector`` tuned: no limit, keep-alive, no cookie jar,
+  no decompression, no automatic headers): 85 µs (3.7×); it reads bytes
+  that arrive on an idle pooled connection as the next request's response
+  (one client's bytes to another), returns a ``101`` as a response, and
+  never times out once an interim response has arrived;
+- httpcore 1.0 (httpx's transport): 7,800 µs and 86 requests/s in its own
+  pool (it re-checks every pooled connection for each request), 260 µs
+  (11×) under a plain LIFO pool; it reads bytes that follow a response in
+  the same read as the next request's response.
 
-- Interim responses (1xx but 101: 100, 102, 103, unassigned ones) are read
-  and dropped until the final response; their headers are not kept. One
-  that declares a body (RFC 9110 §8.6 forbids it) is a protocol error.
-- ``101 Switching Protocols`` is a protocol error: keystile never asks for
-  an upgrade (``Upgrade`` is not forwarded). ``Upgrade`` on any other
-  response only advertises (RFC 9110 §7.8) and changes nothing.
-- A final status outside 200–599 is a protocol error.
-- A response to HEAD, a 204 and a 304 end with their head, whatever their
-  headers say (RFC 9112 §6.3 rule 1). httptools cannot be told that a
-  response answers a HEAD (its parser ignores what ``on_headers_complete``
-  returns), so the client ends the exchange itself and gives the connection
-  a fresh parser before its next exchange. The connection is reused unless
-  the upstream shows it disagrees: a 204 that declares a body, or any byte
-  after the head.
-- A body with neither a length nor chunked coding last ends when the
-  upstream closes the connection (RFC 9112 §6.3 rules 4 and 8).
-- Trailer fields are read and dropped.
-- Any byte after a complete response, in the same read or while the
-  connection waits in the pool, closes the connection; it is never parsed as
-  a response. The one exception is the parser's: empty lines (CR LF) between
-  two messages in the same read are skipped by llhttp without telling, and
-  can never form a response.
-- Protocol errors, an upstream closing before its response's head is
-  complete, and a head (interim responses included) still incomplete after
-  ``MAX_HEAD_BYTES`` raise :class:`UpstreamError` from :meth:`UpstreamClient.send`;
-  a body cut short (the connection ends before its length, its last chunk
-  or a malformed chunk) raises it from :meth:`UpstreamResponse.body`. The
-  connection is closed in every case.
+What an upstream may send and what comes of it is in docs/gateway.md ("What
+an upstream sends back"); every case is tested. The rule under all of it: a
+connection goes back to the pool only after a complete response that leaves
+both ends agreeing where it ended, so no byte of one exchange can be read as
+the next one's response. The rules are applied in :class:`_Connection`'s
+parser callbacks.
 """
 
 from __future__ import annotations
@@ -175,10 +159,30 @@ def _persistent(version: str, headers: list[tuple[bytes, bytes]]) -> bool:
 class _Connection(asyncio.Protocol):
     """One connection to an upstream and the exchange it is carrying.
 
-    The parser's callbacks are where every rule about what an upstream may
-    send is applied; anything out of place raises :class:`UpstreamError`
+    The parser's callbacks apply every rule about what an upstream may send
+    (RFC 9110, RFC 9112); anything out of place raises :class:`UpstreamError`
     from a callback, which stops the parser, fails the exchange (unless it is
-    already complete) and closes the connection.
+    already complete) and closes the connection:
+
+    - interim responses (1xx but 101) are dropped until the final one; one
+      that declares a body (RFC 9110 §8.6), a 101 (never asked for) and a
+      status outside 100-599 are errors;
+    - a response to HEAD, a 204 and a 304 end with their head (RFC 9112 §6.3
+      rule 1). httptools cannot be told that a response answers a HEAD (its
+      parser ignores what ``on_headers_complete`` returns), so the exchange
+      is ended here, the parser may still end the message once without a
+      byte more, and the connection gets a fresh parser for its next
+      exchange. A 204 that declares a body is not reused;
+    - a body with neither a length nor chunked coding last ends at the
+      upstream's EOF (rules 4 and 8) and the connection is not reused;
+    - trailer fields are read and dropped;
+    - any byte after a complete response closes the connection, whether it
+      comes in the same read (a callback after the end) or later
+      (``data_received`` with no exchange in progress). The exception is
+      llhttp's: empty lines between two messages in one read are skipped
+      without a callback; they can never form a response;
+    - a head (interim responses included) still incomplete after
+      ``MAX_HEAD_BYTES`` is an error.
     """
 
     def __init__(self, upstream: Upstream) -> None:
