@@ -11,7 +11,9 @@ tests read the same table). ``ok`` and any name starting with ``ok-`` get a
 well-behaved keep-alive answer echoing what the upstream saw, including which
 connection it came on and how many requests that connection has carried: the
 tests send one after each variant to see whether the client reused the
-connection and whether the answer is the follow-up's own.
+connection and whether the answer is the follow-up's own. The echo also
+says how many requests with the same query string the upstream has seen,
+which shows whether a failed request was sent again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import socket
 import struct
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -337,7 +340,7 @@ def _other_variants() -> list[Variant]:
         v("hints-forever", tuple(step for _ in range(30) for step in (INTERIMS["102"], Pause(0.1))),
           "timeout", wait_seconds=0.5),
         v("slow-final-after-hint", (INTERIMS["103"], Pause(0.3), OK_HEAD + HELLO), "reused",
-          body=HELLO, wait_seconds=2.0),
+          body=HELLO),
     ]  # fmt: skip
 
 
@@ -366,6 +369,7 @@ class _Connection:
 
 
 _numbers = itertools.count(1)
+_queries: Counter[str] = Counter()
 
 
 async def _read_request(
@@ -404,6 +408,7 @@ def _echo(
             "connection": conn.number,
             "request_on_connection": conn.requests,
             "account": headers.get("x-keystile-account-id"),
+            "query_seen": _queries[target.partition("?")[2]],
             "body_length": length,
         }
     ).encode()
@@ -444,6 +449,8 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         while request := await _read_request(reader):
             method, target, headers, length = request
             conn.requests += 1
+            if "?" in target:
+                _queries[target.partition("?")[2]] += 1
             name = target.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
             if conn.next_steps is not None:
                 steps, conn.next_steps = conn.next_steps, None

@@ -180,6 +180,8 @@ async def chunks(data: bytes) -> AsyncIterator[bytes]:
 def test_a_dead_pooled_connection_is_retried_only_when_safe(
     misbehaving: Upstream, stale: str, method: str, body: str, retried: bool
 ) -> None:
+    case = f"{stale}-{method}-{body}-{time.monotonic_ns()}"  # a query the upstream counts
+
     async def scenario() -> None:
         client = UpstreamClient()
         try:
@@ -191,40 +193,50 @@ def test_a_dead_pooled_connection_is_retried_only_when_safe(
             framing = BODIES[body]
             content = chunks(framing[0]) if framing else None
             length = framing[1] if framing else None
-
-            async def send() -> Any:
-                return await client.send(misbehaving, method, b"/v/ok-retry", [], content,
-                                         length, 5)  # fmt: skip
+            target = f"/v/ok-retry?{case}".encode()
 
             if not retried:
                 with pytest.raises(UpstreamError):
-                    await send()
+                    await client.send(misbehaving, method, target, [], content, length, 5)
+                # Sent once: the upstream has seen it, and this follow-up.
+                assert (await seen(client, misbehaving, case)) == 2
                 return
-            response = await send()
+            response = await client.send(misbehaving, method, target, [], content, length, 5)
             assert response.status == 200
-            if method != "HEAD":
-                data = json.loads(await read(response))
-                assert data["method"] == method
-                assert data["connection"] != first["connection"]
-                assert data["request_on_connection"] == 1
             response.release()
+            if method != "HEAD":  # the echo of a HEAD has no body to read
+                assert (await seen(client, misbehaving, case)) == 3  # the dead try, the retry
+                return
+            # The retry went on a fresh connection.
+            data = await follow_up(client, misbehaving, f"after-retry?{case}")
+            assert data["connection"] != first["connection"]
         finally:
             client.close()
 
     run(scenario())
 
 
+async def seen(client: UpstreamClient, upstream: Upstream, case: str) -> int:
+    """How many requests with this query the upstream has seen, this one included."""
+    response = await client.send(upstream, "GET", f"/v/ok-seen?{case}".encode(), [], None,
+                                 None, 5)  # fmt: skip
+    data = json.loads(await read(response))
+    response.release()
+    count: int = data["query_seen"]
+    return count
+
+
 def test_a_fresh_connection_that_fails_is_never_retried(misbehaving: Upstream) -> None:
+    case = f"fresh-{time.monotonic_ns()}"
+
     async def scenario() -> None:
         client = UpstreamClient()
         try:
-            with pytest.raises(UpstreamError):
-                await client.send(misbehaving, "GET", b"/v/dies-before-response", [], None,
-                                  None, 5)  # fmt: skip
-            # Had it been retried, the retry would have died the same way: the
-            # proof is that only one connection was made.
-            data = await follow_up(client, misbehaving, "after-fresh-failure")
-            assert data["request_on_connection"] == 1
+            for name in ("dies-before-response", "resets-before-response"):
+                with pytest.raises(UpstreamError):
+                    await client.send(misbehaving, "GET", f"/v/{name}?{case}".encode(), [],
+                                      None, None, 5)  # fmt: skip
+            assert (await seen(client, misbehaving, case)) == 3
         finally:
             client.close()
 
