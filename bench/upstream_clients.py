@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.util
 import json
 import socket
 import statistics
@@ -462,6 +463,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--corpus", action="store_true", help="run the correctness corpus only")
     args = parser.parse_args()
+    if not args.serve and importlib.util.find_spec("aiohttp") is None:
+        raise SystemExit("aiohttp is not installed: .venv/bin/pip install aiohttp")
     if args.serve:
         uvloop.run(_serve(args.serve))
     elif args.corpus:
