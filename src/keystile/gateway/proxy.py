@@ -151,7 +151,13 @@ class Proxy:
             for name, value in response.headers
             if (lowered := name.lower()) not in dropped and not lowered.startswith(b"x-ratelimit-")
         ]
-        if method == "HEAD":  # no body follows, whatever the headers say
+        if method == "HEAD" or response.status in (204, 304):
+            # No body follows, whatever the headers say (RFC 9112 §6.3); the
+            # server would hold a 204/304 to its Content-Length.
+            if method != "HEAD":
+                headers = [
+                    (name, value) for name, value in headers if name.lower() != b"content-length"
+                ]
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )
