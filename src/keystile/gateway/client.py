@@ -29,7 +29,7 @@ What an upstream may send and what comes of it is in docs/gateway.md ("What
 an upstream sends back"); every case is tested. The rule under all of it: a
 connection goes back to the pool only after a complete response that leaves
 both ends agreeing where it ended, so no byte of one exchange can be read as
-the next one's response. The rules are applied in :class:`_Connection`'s
+the next one's response. The rules are applied in :class:`Connection`'s
 parser callbacks.
 """
 
@@ -37,316 +37,21 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import cast
-from urllib.parse import urlsplit
 
-import httptools
+from keystile.gateway.connection import (
+    DONE,
+    IDEMPOTENT_METHODS,
+    MAX_IDLE_PER_UPSTREAM,
+    READ_BUFFER_LIMIT,
+    Connection,
+    Exchange,
+    Upstream,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
-READ_BUFFER_LIMIT = 256 * 1024
-MAX_IDLE_PER_UPSTREAM = 256
-MAX_HEAD_BYTES = 64 * 1024  # a response head still incomplete past this is refused
-# RFC 9110 §9.2.2: the only methods a client may send twice on its own.
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-
-
-class UpstreamError(Exception):
-    """The upstream refused, dropped the connection or broke the protocol (→ 502)."""
-
-
-class UpstreamTimeout(Exception):
-    """The upstream did not connect or answer within the route's timeout (→ 504)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, url: str) -> Upstream:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return cls(parts.scheme, parts.hostname or "", port)
-
-    @property
-    def host_header(self) -> bytes:
-        default = 443 if self.scheme == "https" else 80
-        return (self.host if self.port == default else f"{self.host}:{self.port}").encode()
-
-
-# An exchange's phases: waiting for the final response's head (interim
-# responses come and go here), reading its body, complete.
-_HEAD, _BODY, _DONE = 0, 1, 2
-
-
-@dataclass(eq=False, slots=True)
-class _Exchange:
-    """One request/response on a connection."""
-
-    head: asyncio.Future[None]
-    head_only: bool  # a response to HEAD: it ends with its head
-    phase: int = _HEAD
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    status: int = 0
-    keep_alive: bool = False
-    until_close: bool = False  # the body ends when the upstream closes
-    parser_may_finish: bool = False  # the parser may still end the message we ended
-    chunks: deque[bytes] = field(default_factory=deque)
-    buffered: int = 0
-    head_bytes: int = 0
-    error: BaseException | None = None
-    waiter: asyncio.Future[None] | None = None
-    started: bool = False  # any byte of a response arrived
-
-    def wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    def fail(self, error: BaseException) -> None:
-        if self.phase == _DONE:
-            return
-        self.error = error
-        if not self.head.done():
-            self.head.set_exception(error)
-        self.wake()
-
-
-def _after_the_end() -> UpstreamError:
-    return UpstreamError("the upstream sent bytes after the end of its response")
-
-
-def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
-    """The values of Content-Length and Transfer-Encoding (None when absent)."""
-    length = coding = None
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == b"content-length":
-            length = value
-        elif lowered == b"transfer-encoding":
-            coding = value if coding is None else coding + b"," + value
-    return length, coding
-
-
-def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A Content-Length other than 0, or any Transfer-Encoding: what a 1xx or
-    204 must not send (RFC 9110 §8.6, RFC 9112 §6.1)."""
-    length, coding = _framing(headers)
-    return coding is not None or (length is not None and length.strip() != b"0")
-
-
-def _until_close(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the body is delimited by the end of the connection (RFC 9112
-    §6.3): no Content-Length and no chunked coding last."""
-    length, coding = _framing(headers)
-    if coding is not None:
-        return coding.rsplit(b",", 1)[-1].strip().lower() != b"chunked"
-    return length is None
-
-
-def _persistent(version: str, headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the upstream keeps the connection open (RFC 9112 §9.3)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens |= {token.strip().lower() for token in value.split(b",")}
-    return b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
-
-
-class _Connection(asyncio.Protocol):
-    """One connection to an upstream and the exchange it is carrying.
-
-    The parser's callbacks apply every rule about what an upstream may send
-    (RFC 9110, RFC 9112); anything out of place raises :class:`UpstreamError`
-    from a callback, which stops the parser, fails the exchange (unless it is
-    already complete) and closes the connection:
-
-    - interim responses (1xx but 101) are dropped until the final one; one
-      that declares a body (RFC 9110 §8.6), a 101 (never asked for) and a
-      status outside 100-599 are errors;
-    - a response to HEAD, a 204 and a 304 end with their head (RFC 9112 §6.3
-      rule 1). httptools cannot be told that a response answers a HEAD (its
-      parser ignores what ``on_headers_complete`` returns), so the exchange
-      is ended here, the parser may still end the message once without a
-      byte more, and the connection gets a fresh parser for its next
-      exchange. A 204 that declares a body is not reused;
-    - a body with neither a length nor chunked coding last ends at the
-      upstream's EOF (rules 4 and 8) and the connection is not reused;
-    - trailer fields are read and dropped;
-    - any byte after a complete response closes the connection, whether it
-      comes in the same read (a callback after the end) or later
-      (``data_received`` with no exchange in progress). The exception is
-      llhttp's: empty lines between two messages in one read are skipped
-      without a callback; they can never form a response;
-    - a head (interim responses included) still incomplete after
-      ``MAX_HEAD_BYTES`` is an error.
-    """
-
-    def __init__(self, upstream: Upstream) -> None:
-        self.upstream = upstream
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.between_messages = True  # the parser expects a new response
-        self.closed = False
-        self.reused = False
-        self.exchange: _Exchange | None = None
-        self._writable = asyncio.Event()
-        self._writable.set()
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        exchange = self.exchange
-        if exchange is None or exchange.phase == _DONE:
-            # Nothing may follow a complete response: these bytes would be
-            # taken for the answer to the next request sent on this connection.
-            self.close()
-            return
-        exchange.started = True
-        try:
-            self.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            cause = exc.__context__
-            exchange.fail(
-                cause
-                if isinstance(cause, UpstreamError)
-                else UpstreamError(f"invalid response: {exc}")
-            )
-            self.close()
-            return
-        if exchange.phase == _HEAD:
-            exchange.head_bytes += len(data)
-            if exchange.head_bytes > MAX_HEAD_BYTES:
-                exchange.fail(UpstreamError("the response head is too large"))
-                self.close()
-
-    def eof_received(self) -> bool:
-        exchange = self.exchange
-        if exchange is not None and exchange.phase == _BODY and exchange.until_close:
-            exchange.phase = _DONE  # the end of a close-delimited body
-            exchange.keep_alive = False
-            exchange.wake()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._writable.set()
-        if self.exchange is not None:
-            self.exchange.fail(UpstreamError("the upstream closed the connection"))
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    # httptools callbacks (only called while an exchange is in progress)
-    def on_message_begin(self) -> None:
-        self.between_messages = False
-        exchange = self.exchange
-        assert exchange is not None
-        if exchange.phase != _HEAD:
-            raise _after_the_end()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        exchange = self.exchange
-        assert exchange is not None
-        if exchange.phase == _HEAD:
-            exchange.headers.append((name, value))
-        elif exchange.phase == _DONE:
-            raise _after_the_end()
-        # else a trailer field (RFC 9112 §7.1.2): read and dropped
-
-    def on_headers_complete(self) -> None:
-        exchange = self.exchange
-        assert exchange is not None
-        status = self.parser.get_status_code()
-        if not 100 <= status <= 599:
-            raise UpstreamError(f"invalid status code {status}")
-        if status < 200:
-            if status == 101:
-                raise UpstreamError("the upstream switched protocols (keystile never asks to)")
-            if _declares_body(exchange.headers):
-                raise UpstreamError(f"a {status} interim response declared a body")
-            exchange.headers = []  # an interim response (RFC 9110 §15.2): dropped
-            return
-        exchange.status = status
-        keep_alive = self.parser.should_keep_alive()
-        if exchange.head_only or status == 204 or status == 304:
-            # No body, whatever the headers say (RFC 9112 §6.3 rule 1). The
-            # parser cannot be told so for HEAD: it may still expect one.
-            if exchange.head_only and not keep_alive:
-                keep_alive = _persistent(self.parser.get_http_version(), exchange.headers)
-            if status == 204 and _declares_body(exchange.headers):
-                keep_alive = False  # it may well send the body it declared
-            exchange.keep_alive = keep_alive
-            exchange.phase = _DONE
-            exchange.parser_may_finish = True
-        else:
-            exchange.keep_alive = keep_alive
-            exchange.until_close = not keep_alive and _until_close(exchange.headers)
-            exchange.phase = _BODY
-        if not exchange.head.done():
-            exchange.head.set_result(None)
-
-    def on_chunk_header(self) -> None:
-        exchange = self.exchange
-        assert exchange is not None
-        if exchange.phase != _BODY:
-            raise _after_the_end()
-
-    def on_body(self, body: bytes) -> None:
-        exchange = self.exchange
-        assert exchange is not None
-        assert self.transport is not None
-        if exchange.phase != _BODY:
-            raise _after_the_end()
-        exchange.chunks.append(body)
-        exchange.buffered += len(body)
-        if exchange.buffered > READ_BUFFER_LIMIT:
-            self.transport.pause_reading()
-        exchange.wake()
-
-    def on_message_complete(self) -> None:
-        self.between_messages = True
-        exchange = self.exchange
-        assert exchange is not None
-        if exchange.phase == _BODY:
-            exchange.phase = _DONE
-            exchange.wake()
-        elif exchange.phase == _DONE:
-            if not exchange.parser_may_finish:
-                raise _after_the_end()
-            exchange.parser_may_finish = False  # the parser agrees: no body
-        # else the end of an interim response: the final one follows
-
-    # helpers
-    def renew_parser(self) -> None:
-        """A fresh parser when the last one was left expecting a body that
-        never comes (the response to a HEAD request)."""
-        if not self.between_messages:
-            self.parser = httptools.HttpResponseParser(self)
-            self.between_messages = True
-
-    async def drain(self) -> None:
-        await self._writable.wait()
-        if self.closed:
-            raise UpstreamError("the upstream closed the connection")
-
-    def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+__all__ = ["Upstream", "UpstreamClient", "UpstreamError", "UpstreamResponse", "UpstreamTimeout"]
 
 
 class UpstreamResponse:
@@ -356,8 +61,8 @@ class UpstreamResponse:
     def __init__(
         self,
         client: UpstreamClient,
-        connection: _Connection,
-        exchange: _Exchange,
+        connection: Connection,
+        exchange: Exchange,
         wait_seconds: float,
     ) -> None:
         self._client = client
@@ -379,7 +84,7 @@ class UpstreamResponse:
                     connection.transport.resume_reading()
                 yield chunk
                 continue
-            if exchange.phase == _DONE:
+            if exchange.phase == DONE:
                 return
             if exchange.error is not None:
                 raise exchange.error
@@ -401,7 +106,7 @@ class UpstreamResponse:
         connection = self._connection
         connection.exchange = None
         exchange = self._exchange
-        if exchange.phase == _DONE and exchange.keep_alive and not connection.closed:
+        if exchange.phase == DONE and exchange.keep_alive and not connection.closed:
             self._client.give_back(connection)
         else:
             connection.close()
@@ -409,10 +114,10 @@ class UpstreamResponse:
 
 class UpstreamClient:
     def __init__(self) -> None:
-        self._idle: dict[Upstream, list[_Connection]] = {}
+        self._idle: dict[Upstream, list[Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
 
-    async def _connect(self, upstream: Upstream, wait_seconds: float) -> _Connection:
+    async def _connect(self, upstream: Upstream, wait_seconds: float) -> Connection:
         loop = asyncio.get_running_loop()
         context = None
         if upstream.scheme == "https":
@@ -422,7 +127,7 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(wait_seconds):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(upstream),
+                    lambda: Connection(upstream),
                     upstream.host,
                     upstream.port,
                     ssl=context,
@@ -438,7 +143,7 @@ class UpstreamClient:
             ) from None
         return protocol
 
-    def _take_idle(self, upstream: Upstream) -> _Connection | None:
+    def _take_idle(self, upstream: Upstream) -> Connection | None:
         idle = self._idle.get(upstream)
         while idle:
             connection = idle.pop()
@@ -451,7 +156,7 @@ class UpstreamClient:
         """How many open connections to ``upstream`` wait in the pool."""
         return sum(not connection.closed for connection in self._idle.get(upstream, ()))
 
-    def give_back(self, connection: _Connection) -> None:
+    def give_back(self, connection: Connection) -> None:
         idle = self._idle.setdefault(connection.upstream, [])
         if len(idle) >= MAX_IDLE_PER_UPSTREAM:
             connection.close()
@@ -520,7 +225,7 @@ class UpstreamClient:
 
     async def _exchange(
         self,
-        connection: _Connection,
+        connection: Connection,
         request_head: bytes,
         head_only: bool,
         body: AsyncIterator[bytes] | None,
@@ -528,7 +233,7 @@ class UpstreamClient:
         wait_seconds: float,
     ) -> UpstreamResponse:
         loop = asyncio.get_running_loop()
-        exchange = _Exchange(loop.create_future(), head_only)
+        exchange = Exchange(loop.create_future(), head_only)
         connection.renew_parser()
         connection.exchange = exchange
         try:
@@ -547,7 +252,7 @@ class UpstreamClient:
 
     @staticmethod
     async def _send_body(
-        connection: _Connection, body: AsyncIterator[bytes], *, chunked: bool
+        connection: Connection, body: AsyncIterator[bytes], *, chunked: bool
     ) -> None:
         async for chunk in body:
             if connection.closed:
