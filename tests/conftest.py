@@ -34,6 +34,7 @@ from tests.support import (
     FakeClock,
     LedgerLogHandler,
     Tenant,
+    library_wording,
     make_tenant,
     postgres_url,
     psql,
@@ -164,6 +165,22 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+def _check_validation_wording(session: pytest.Session) -> None:
+    worded = [
+        (request, phrase)
+        for request, body in LEDGER.validation_errors
+        for phrase in library_wording(body)
+    ]
+    if not worded:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("LIBRARY WORDING in 400 responses:", red=True)
+        for request, phrase in worded[:20]:
+            reporter.write_line(f"  {request}: {phrase}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
@@ -188,7 +205,9 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """No secret issued during the session may be in a log line or a file the
-    suite left behind (SQLite databases and their WAL files included)."""
+    suite left behind (SQLite databases and their WAL files included); no 400
+    the suite received may speak in a validation library's words."""
+    _check_validation_wording(session)
     if not LEDGER.secrets:
         return
     leaks: list[str] = []

@@ -52,6 +52,9 @@ class SecretLedger:
     # Stores that tests drop before the session ends (PostgreSQL databases,
     # Redis keys) are captured here first, by the fixtures that own them.
     captured: list[tuple[str, bytes]] = field(default_factory=list)
+    # Every 400 body the in-process clients received: their wording is checked
+    # at the end of the session (issue #12: keystile's own sentences only).
+    validation_errors: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def remember(self, secret: str) -> None:
         self.secrets.add(secret)
@@ -66,7 +69,11 @@ class SecretLedger:
         await response.aread()
         if response.headers.get("content-type", "").startswith("application/json"):
             with suppress(ValueError):
-                self.remember_body(response.json())
+                body = response.json()
+                self.remember_body(body)
+                if response.status_code == 400 and isinstance(body, dict):
+                    request = f"{response.request.method} {response.request.url.raw_path!r}"
+                    self.validation_errors.append((request, body))
 
     def leaks_in(self, blob: bytes) -> list[str]:
         """Secrets of which ``blob`` holds any 16-character piece."""
@@ -94,6 +101,22 @@ class SecretLedger:
 
 
 LEDGER = SecretLedger()
+
+# What validation libraries say in their own words (pydantic, FastAPI, the
+# json module): none of it may reach a client.
+LIBRARY_WORDING = re.compile(
+    r"Input should|Value error|Field required|String should|List should|Extra inputs"
+    r"|valid dictionary|should be a valid|Expecting |Extra data|Unterminated|JSONDecodeError"
+    r"|ensure this value|value is not a valid|Invalid \\escape|line \d+ column \d+ \(char"
+)
+
+
+def library_wording(body: dict[str, Any]) -> list[str]:
+    """The library phrases in a 400 body's message and details."""
+    error = body.get("error", {})
+    texts = [str(error.get("message", ""))]
+    texts += [f"{d.get('field')}: {d.get('message')}" for d in error.get("details") or []]
+    return [text for text in texts if LIBRARY_WORDING.search(text)]
 
 
 class LedgerLogHandler(logging.Handler):

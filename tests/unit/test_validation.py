@@ -64,7 +64,8 @@ def test_names_compare_after_nfc_and_casefolding() -> None:
 
 def test_unknown_and_missing_scopes() -> None:
     assert problems(permissions=["read:contacts", "fly:rockets"]) == {
-        "permissions[1]": "unknown scope 'fly:rockets'"
+        "permissions[1]": "unknown scope 'fly:rockets'; the scopes are: "
+        "admin:api_keys, read:contacts, write:contacts"
     }
     assert "permissions" in problems(permissions=[])
 

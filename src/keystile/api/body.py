@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope
 
+from keystile.api.wording import problems
 from keystile.errors import (
     FieldProblem,
     PayloadTooLarge,
@@ -103,28 +104,28 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"the key {key!r} appears twice in one object")
         result[key] = value
     return result
 
 
 def _parse_int(text: str) -> int:
     if len(text.lstrip("-")) > _MAX_NUMBER_DIGITS:
-        raise ValueError("number too long")
+        raise ValueError(f"numbers may have at most {_MAX_NUMBER_DIGITS} digits")
     return int(text)
 
 
 def _parse_float(text: str) -> float:
     if len(text) > _MAX_NUMBER_DIGITS * 2:
-        raise ValueError("number too long")
+        raise ValueError(f"numbers may have at most {_MAX_NUMBER_DIGITS * 2} characters")
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError("number out of range")
+        raise ValueError("a number is too large")
     return value
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise ValueError(f"{name} is not a JSON number")
 
 
 # Built once: json.loads() with hooks constructs a new decoder on every call.
@@ -160,6 +161,23 @@ def _check_strings(value: Any, path: str) -> None:
             _check_strings(item, f"{path}[{index}]")
 
 
+def _json_problem(message: str) -> str:
+    """The decoder's complaint as a short keystile sentence."""
+    if message.startswith("Expecting value"):
+        return "a JSON value was expected here"
+    if message.startswith("Extra data"):
+        return "only one JSON document is allowed"
+    if message.startswith("Expecting property name"):
+        return "an object key (a string in double quotes) was expected here"
+    if message.startswith(("Expecting ':'", "Expecting ','")):
+        return f"a {message.removeprefix('Expecting ').split()[0]} was expected here"
+    if message.startswith(("Unterminated string", "Invalid control character")):
+        return "a string is not closed, or holds a raw control character"
+    if "escape" in message:
+        return "a string has an invalid escape sequence"
+    return "the JSON is malformed here"
+
+
 def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
@@ -169,8 +187,15 @@ def parse_json(raw: bytes) -> Any:
         value = _DECODER.decode(text)
     except RecursionError:
         raise ValidationFailed("The request body is nested too deeply.") from None
-    except ValueError as exc:
-        raise ValidationFailed(f"The request body is not valid JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(
+            f"The request body is not valid JSON (line {exc.lineno}, column {exc.colno}).",
+            [FieldProblem("body", _json_problem(exc.msg))],
+        ) from None
+    except ValueError as exc:  # our hooks: duplicate keys, long numbers, NaN
+        raise ValidationFailed(
+            "The request body is not valid JSON.", [FieldProblem("body", str(exc))]
+        ) from None
     _check_strings(value, "")
     return value
 
@@ -192,21 +217,6 @@ async def read_json(scope: Scope, receive: Receive) -> Any:
     return ctx.document
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "body"
-
-
-def _message(error: Any) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown field"
-    if error["type"] == "missing":
-        return "field required"
-    return str(error["msg"])
-
-
 def validate_model(model: type[M], data: Any) -> M:
     """``data`` as ``model``; every problem listed in one 400 ``validation_error``."""
     if not isinstance(data, dict):
@@ -214,5 +224,5 @@ def validate_model(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        details = [FieldProblem(_field(e["loc"]), _message(e)) for e in exc.errors()]
+        details = problems(exc.errors(), allowed_fields=model.model_fields)
         raise ValidationFailed("The request is invalid.", details) from None

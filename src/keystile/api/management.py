@@ -16,7 +16,8 @@ from keystile.api.deps import Services, error_response
 from keystile.api.pipeline import PERMISSION_EXTENSION
 from keystile.api.routes import api_keys, ops
 from keystile.api.schemas import CreateApiKeyRequest, ErrorEnvelope
-from keystile.errors import FieldProblem, ValidationFailed
+from keystile.api.wording import problems
+from keystile.errors import ValidationFailed
 from keystile.storage.base import StorageUnavailable
 
 _REQUEST_ID_HEADER = {
@@ -42,14 +43,9 @@ _RATE_LIMIT_HEADERS = {
 }
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("query", "path", "body", "header")]
-    return ".".join(parts) or "query"
-
-
 async def _on_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    details = [FieldProblem(_field(tuple(e["loc"])), str(e["msg"])) for e in exc.errors()]
+    details = problems(exc.errors(), skip=("query", "path", "body", "header"))
     return error_response(request, ValidationFailed("The request is invalid.", details))
 
 

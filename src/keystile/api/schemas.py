@@ -18,15 +18,14 @@ class CreateApiKeyRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    # Lengths of name and permissions are the domain's rules (keys.validation),
+    # worded there once for the API and the CLI alike.
     name: str = Field(
         description="Human-readable key name, 1-120 characters after trimming; "
         "unique among the account's active keys (compared case-insensitively).",
-        min_length=1,
-        max_length=1000,
     )
     permissions: list[str] = Field(
         description="Scopes from the catalog; at least one, none the caller lacks.",
-        min_length=1,
         max_length=100,
     )
     description: str | None = Field(

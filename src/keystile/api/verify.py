@@ -19,6 +19,7 @@ from keystile.api.deps import Services, errors_doc
 from keystile.errors import FieldProblem, ValidationFailed
 from keystile.http.context import caller_of
 from keystile.keys.models import ApiKey
+from keystile.keys.validation import unknown_scope
 from keystile.keys.verifier import Outcome
 from keystile.ratelimit.models import Decision
 
@@ -111,7 +112,7 @@ class VerifyEndpoint:
         if request.permission is not None and request.permission not in self._catalog:
             raise ValidationFailed(
                 "The request is invalid.",
-                [FieldProblem("permission", f"unknown scope {request.permission!r}")],
+                [FieldProblem("permission", unknown_scope(request.permission, self._catalog))],
             )
         body = await self._verify(request, caller_of(scope))
         await send(

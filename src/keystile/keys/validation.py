@@ -42,6 +42,11 @@ def _bad_character(text: str, allow_whitespace_controls: bool) -> str | None:
     return None
 
 
+def unknown_scope(scope: str, catalog: Iterable[str]) -> str:
+    """The one wording of an unknown scope, listing the catalog (API and CLI)."""
+    return f"unknown scope {scope!r}; the scopes are: {', '.join(sorted(catalog))}"
+
+
 def check_name(raw: str, field: str = "name") -> tuple[str, list[FieldProblem]]:
     """A name trimmed of surrounding whitespace, 1–120 characters, printable."""
     name = raw.strip()
@@ -92,7 +97,7 @@ def check_new_key(
     scopes: list[str] = []
     for index, scope in enumerate(permissions):
         if scope not in catalog:
-            problems.append(FieldProblem(f"permissions[{index}]", f"unknown scope {scope!r}"))
+            problems.append(FieldProblem(f"permissions[{index}]", unknown_scope(scope, catalog)))
         elif scope not in scopes:
             scopes.append(scope)
     if not scopes and not any(p.field.startswith("permissions") for p in problems):
