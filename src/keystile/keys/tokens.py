@@ -1,6 +1,7 @@
 """The key token format (contract §2). Pure functions, no I/O.
 
-A token reads ``{prefix}_live_{body}``; ``body`` is 26 random base62 characters
+A token reads ``{prefix}_live_{body}`` (an account's key) or
+``{prefix}_root_{body}`` (an operator key, contract §9); ``body`` is 26 random base62 characters
 followed by a 6-character checksum: the CRC32 of everything before the
 checksum, written in base62 (``0-9A-Za-z``), most significant digit first,
 zero-padded. The checksum lets us reject typos and forged-looking strings
@@ -20,11 +21,12 @@ RANDOM_LENGTH = 26  # 26 * log2(62) ≈ 154.8 bits of entropy (contract: ≥ 150
 CHECKSUM_LENGTH = 6  # 62**6 > 2**32, so any CRC32 fits
 BODY_LENGTH = RANDOM_LENGTH + CHECKSUM_LENGTH
 ENVIRONMENT = "live"
+ROOT = "root"  # operator keys
 
 
-def type_prefix(prefix: str) -> str:
+def type_prefix(prefix: str, kind: str = ENVIRONMENT) -> str:
     """The key's public type prefix, e.g. ``wbk_live`` (the ``prefix`` field)."""
-    return f"{prefix}_{ENVIRONMENT}"
+    return f"{prefix}_{kind}"
 
 
 def base62(value: int, width: int) -> str:
@@ -53,18 +55,20 @@ def checksum(text: str) -> str:
     return BASE62[d0] + BASE62[d1] + BASE62[d2] + BASE62[d3] + BASE62[d4] + BASE62[d5]
 
 
-def generate(prefix: str) -> str:
+def generate(prefix: str, kind: str = ENVIRONMENT) -> str:
     """A new token. ``secrets.choice`` draws each character uniformly (no modulo bias)."""
-    head = f"{type_prefix(prefix)}_" + "".join(secrets.choice(BASE62) for _ in range(RANDOM_LENGTH))
+    random_part = "".join(secrets.choice(BASE62) for _ in range(RANDOM_LENGTH))
+    head = f"{type_prefix(prefix, kind)}_{random_part}"
     return head + checksum(head)
 
 
-def is_well_formed(token: str, prefix: str) -> bool:
-    """True when ``token`` has this deployment's shape and a matching checksum.
+def is_well_formed(token: str, prefix: str, kind: str = ENVIRONMENT) -> bool:
+    """True when ``token`` has this deployment's shape (of ``kind``) and a
+    matching checksum.
 
     Runs on untrusted input before any storage access, so it must never raise.
     """
-    head = f"{type_prefix(prefix)}_"
+    head = f"{type_prefix(prefix, kind)}_"
     if len(token) != len(head) + BODY_LENGTH or not token.startswith(head):
         return False
     body = token[len(head) :]

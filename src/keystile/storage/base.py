@@ -7,10 +7,19 @@ the services only ever see these Protocols.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from keystile.keys.models import Account, ApiKey, KeyPage, KeyStatus
+from keystile.audit.models import AuditEvent, AuditFilter, AuditPage
+from keystile.keys.models import (
+    Account,
+    AccountPage,
+    AccountStatus,
+    ApiKey,
+    KeyPage,
+    KeyStatus,
+    OperatorKey,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +40,32 @@ class StorageUnavailable(Exception):
     """The database could not be reached or did not answer in time."""
 
 
+@dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """List filters of ``GET /v1/api-keys`` beyond ``status`` (contract §10)."""
+
+    name_key: str | None = None  # the normalised name (keys.validation.name_key)
+    metadata: dict[str, str] = field(default_factory=dict)  # every pair must match
+
+
 class AccountRepository(Protocol):
     async def insert(self, account: Account) -> None: ...
 
     async def get(self, account_id: str) -> Account | None: ...
+
+    async def update(self, account: Account) -> None:
+        """Write the account's name, plan, status and metadata."""
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        status: AccountStatus | None = None,
+        starting_after: Account | None = None,
+    ) -> AccountPage:
+        """Newest first; ``starting_after`` is an item of a previous page."""
+
+    async def count_active_unmetered_keys(self, account_id: str, now: int) -> int: ...
 
 
 class KeyRepository(Protocol):
@@ -48,6 +79,18 @@ class KeyRepository(Protocol):
 
         Must run in the same transaction as the insert that reuses the name."""
 
+    async def update(self, key: ApiKey, name_key: str, now: int) -> None:
+        """Write the key's mutable fields (contract §10). Raises
+        :class:`keystile.errors.DuplicateName` when another active key holds
+        ``name_key``; the transaction stays usable."""
+
+    async def release_name(self, key_id: str) -> None:
+        """The key stops holding its name (a rotation passes it on)."""
+
+    def invalidate(self, key_id: str) -> None:
+        """Cached copies of ``key_id`` (``*``: of every key) are stale once
+        this transaction commits (every process is told)."""
+
     async def get(self, account_id: str | None, key_id: str) -> ApiKey | None:
         """The key, if it exists and (when ``account_id`` is given) belongs to that account."""
 
@@ -59,6 +102,7 @@ class KeyRepository(Protocol):
         limit: int,
         status: KeyStatus | None = None,
         starting_after: ApiKey | None = None,
+        where: KeyFilter | None = None,
     ) -> KeyPage:
         """Newest first; ``starting_after`` is an item of a previous page."""
 
@@ -66,7 +110,8 @@ class KeyRepository(Protocol):
         """Set ``revoked_at`` (once: revoking again keeps the first time) and free the name."""
 
     async def find_by_digest(self, digest: str) -> tuple[ApiKey, str] | None:
-        """The key whose digest is ``digest`` and that digest, as stored."""
+        """The key whose digest is ``digest`` (with ``account_suspended``
+        read from its account) and that digest, as stored."""
 
     async def touch(self, last_used: dict[str, int]) -> None:
         """Raise ``last_used_at`` of each key id to the given time (never lower it)."""
@@ -86,6 +131,36 @@ class IdempotencyRepository(Protocol):
         """Delete every record with ``expires_at <= now``; return how many."""
 
 
+class OperatorKeyRepository(Protocol):
+    async def insert(self, key: OperatorKey, digest: str) -> None: ...
+
+    async def get(self, key_id: str) -> OperatorKey | None: ...
+
+    async def list(self) -> list[OperatorKey]:
+        """Every operator key, newest first."""
+
+    async def revoke(self, key_id: str, now: int) -> None:
+        """Set ``revoked_at`` once; every process stops accepting the key."""
+
+    async def find_by_digest(self, digest: str) -> tuple[OperatorKey, str] | None: ...
+
+    async def touch(self, last_used: dict[str, int]) -> None: ...
+
+
+class AuditRepository(Protocol):
+    async def insert(self, event: AuditEvent) -> None: ...
+
+    async def get(self, account_id: str | None, event_id: str) -> AuditEvent | None: ...
+
+    async def list(
+        self, where: AuditFilter, *, limit: int, starting_after: AuditEvent | None = None
+    ) -> AuditPage:
+        """Newest first; ``starting_after`` is an item of a previous page."""
+
+    async def purge(self, before: int) -> int:
+        """Delete every event created before ``before``; return how many."""
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction (or of one read)."""
 
@@ -97,6 +172,12 @@ class UnitOfWork(Protocol):
 
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+
+    @property
+    def operator_keys(self) -> OperatorKeyRepository: ...
+
+    @property
+    def audit(self) -> AuditRepository: ...
 
 
 class Storage(Protocol):

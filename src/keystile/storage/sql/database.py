@@ -81,6 +81,11 @@ class _SyncConnection:
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         return self._conn.execute(statement, parameters)
 
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        with self._conn.begin_nested():
+            yield
+
 
 class _AsyncConnection:
     dialect_name = "postgresql"
@@ -90,6 +95,11 @@ class _AsyncConnection:
 
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         return await self._conn.execute(statement, parameters)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        async with self._conn.begin_nested():
+            yield
 
 
 def _sqlite_engine(path: Path, begin: str, busy_timeout_ms: int) -> sa.Engine:
@@ -203,7 +213,7 @@ class SqliteStorage:
                 with self._writer.begin() as conn:
                     uow = SqlUnitOfWork(_SyncConnection(conn))
                     yield uow
-                if uow.keys.revoked_any:
+                if uow.invalidated:
                     # Committed: tell every other process before anyone is told.
                     self._revocations.bump()
             finally:

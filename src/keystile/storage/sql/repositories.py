@@ -4,31 +4,29 @@ face of a synchronous SQLite connection (see ``database.py``)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult
-from sqlalchemy.sql import Executable
 
 from keystile.errors import DuplicateName
-from keystile.keys.models import Account, ApiKey, KeyPage, KeyStatus, Plan, Tier
-from keystile.storage.base import StoredResponse
+from keystile.keys.models import (
+    Account,
+    AccountPage,
+    AccountStatus,
+    ApiKey,
+    KeyPage,
+    KeyStatus,
+    Plan,
+    Quota,
+    QuotaPeriod,
+    RateLimitRule,
+    Tier,
+)
+from keystile.storage.base import KeyFilter, StoredResponse
+from keystile.storage.sql.audit import SqlAuditEvents
+from keystile.storage.sql.common import Connection, insert_for, newest_first
+from keystile.storage.sql.operators import SqlOperatorKeys
 from keystile.storage.sql.tables import accounts, api_keys, idempotency_records
-
-
-class Connection(Protocol):
-    @property
-    def dialect_name(self) -> str: ...
-
-    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
-
-
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    """An INSERT that supports ``ON CONFLICT DO NOTHING`` on this dialect."""
-    dialect = postgresql if conn.dialect_name == "postgresql" else sqlite
-    return dialect.insert(table)
-
 
 _KEY_COLUMNS = (
     api_keys.c.id,
@@ -41,10 +39,24 @@ _KEY_COLUMNS = (
     api_keys.c.created_at,
     api_keys.c.revoked_at,
     api_keys.c.last_used_at,
+    api_keys.c["metadata"],
+    api_keys.c.disabled,
+    api_keys.c.replaced_by,
+    api_keys.c.rate_limit_limit,
+    api_keys.c.rate_limit_window_seconds,
+    api_keys.c.quota_limit,
+    api_keys.c.quota_period,
+    api_keys.c.limit_key,
 )
 
 
-def _key(row: sa.Row[Any]) -> ApiKey:
+def _key(row: sa.Row[Any], account_suspended: bool = False) -> ApiKey:
+    rate_limit = None
+    if row.rate_limit_limit is not None and row.rate_limit_window_seconds is not None:
+        rate_limit = RateLimitRule(int(row.rate_limit_limit), int(row.rate_limit_window_seconds))
+    quota = None
+    if row.quota_limit is not None and row.quota_period is not None:
+        quota = Quota(int(row.quota_limit), QuotaPeriod(row.quota_period))
     return ApiKey(
         id=row.id,
         account_id=row.account_id,
@@ -56,6 +68,42 @@ def _key(row: sa.Row[Any]) -> ApiKey:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        metadata=dict(row.metadata or {}),
+        disabled=bool(row.disabled),
+        replaced_by=row.replaced_by,
+        rate_limit=rate_limit,
+        quota=quota,
+        limit_key=row.limit_key or "",
+        account_suspended=account_suspended,
+    )
+
+
+def _mutable_key_fields(key: ApiKey) -> dict[str, Any]:
+    """The columns a key's lifecycle may change (contract §10)."""
+    return {
+        "name": key.name,
+        "description": key.description,
+        "permissions": " ".join(key.permissions),
+        "rate_limit_tier": key.rate_limit_tier.value,
+        "expires_at": key.expires_at,
+        "metadata": dict(key.metadata),
+        "disabled": key.disabled,
+        "replaced_by": key.replaced_by,
+        "rate_limit_limit": key.rate_limit.limit if key.rate_limit else None,
+        "rate_limit_window_seconds": key.rate_limit.window_seconds if key.rate_limit else None,
+        "quota_limit": key.quota.limit if key.quota else None,
+        "quota_period": key.quota.period.value if key.quota else None,
+    }
+
+
+def _account(row: sa.Row[Any]) -> Account:
+    return Account(
+        id=row.id,
+        name=row.name,
+        plan=Plan(row.plan),
+        created_at=row.created_at,
+        status=AccountStatus(row.status),
+        metadata=dict(row.metadata or {}),
     )
 
 
@@ -70,40 +118,89 @@ class SqlAccounts:
                 name=account.name,
                 plan=account.plan.value,
                 created_at=account.created_at,
+                status=account.status.value,
+                metadata=dict(account.metadata),
             )
         )
 
     async def get(self, account_id: str) -> Account | None:
         result = await self._conn.execute(sa.select(accounts).where(accounts.c.id == account_id))
         row = result.first()
-        if row is None:
-            return None
-        return Account(id=row.id, name=row.name, plan=Plan(row.plan), created_at=row.created_at)
+        return None if row is None else _account(row)
+
+    async def update(self, account: Account) -> None:
+        await self._conn.execute(
+            accounts.update()
+            .where(accounts.c.id == account.id)
+            .values(
+                name=account.name,
+                plan=account.plan.value,
+                status=account.status.value,
+                metadata=dict(account.metadata),
+            )
+        )
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        status: AccountStatus | None = None,
+        starting_after: Account | None = None,
+    ) -> AccountPage:
+        query = sa.select(accounts)
+        if status is not None:
+            query = query.where(accounts.c.status == status.value)
+        rows = (
+            await self._conn.execute(newest_first(query, accounts.c, starting_after, limit))
+        ).all()
+        return AccountPage([_account(row) for row in rows[:limit]], has_more=len(rows) > limit)
+
+    async def count_active_unmetered_keys(self, account_id: str, now: int) -> int:
+        c = api_keys.c
+        query = sa.select(sa.func.count()).where(
+            c.account_id == account_id,
+            c.rate_limit_tier == Tier.UNMETERED.value,
+            c.revoked_at.is_(None),
+            sa.or_(c.expires_at.is_(None), c.expires_at > now),
+        )
+        return int((await self._conn.execute(query)).scalar_one())
+
+
+def _status_condition(status: KeyStatus, now: int) -> Any:
+    c = api_keys.c
+    live = sa.and_(c.revoked_at.is_(None), sa.or_(c.expires_at.is_(None), c.expires_at > now))
+    if status is KeyStatus.ACTIVE:
+        return sa.and_(live, sa.not_(c.disabled))
+    if status is KeyStatus.DISABLED:
+        return sa.and_(live, c.disabled)
+    if status is KeyStatus.REVOKED:
+        return c.revoked_at.is_not(None)
+    return sa.and_(c.revoked_at.is_(None), c.expires_at <= now)
 
 
 class SqlKeys:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self.revoked_any = False  # lets the SQLite adapter signal other processes after commit
+        # Keys whose cached copies are stale once this transaction commits
+        # ("*": every key); the SQLite adapter tells the host's other
+        # processes after the commit.
+        self.invalidated: set[str] = set()
 
     async def insert(self, key: ApiKey, digest: str, name_key: str) -> None:
         # ON CONFLICT on the partial unique index instead of catching an
         # IntegrityError: PostgreSQL aborts a transaction on an error, and the
         # idempotency layer still has to record the 409 in this transaction.
         statement = (
-            _insert(self._conn, api_keys)
+            insert_for(self._conn, api_keys)
             .values(
                 id=key.id,
                 account_id=key.account_id,
                 digest=digest,
-                name=key.name,
                 name_key=name_key,
                 holds_name=True,
-                description=key.description,
-                permissions=" ".join(key.permissions),
-                rate_limit_tier=key.rate_limit_tier.value,
-                expires_at=key.expires_at,
                 created_at=key.created_at,
+                limit_key=key.limit_key or None,
+                **_mutable_key_fields(key),
             )
             .on_conflict_do_nothing(
                 index_elements=[api_keys.c.account_id, api_keys.c.name_key],
@@ -126,6 +223,36 @@ class SqlKeys:
             .values(holds_name=False)
         )
 
+    async def update(self, key: ApiKey, name_key: str, now: int) -> None:
+        """Write ``key``'s mutable fields. Raises :class:`DuplicateName` when
+        another active key of the account holds ``name_key`` (an expired
+        holder gives it up); the transaction stays usable either way."""
+        self.invalidated.add(key.id)
+        statement = (
+            api_keys.update()
+            .where(api_keys.c.id == key.id)
+            .values(name_key=name_key, **_mutable_key_fields(key))
+        )
+        for attempt in (1, 2):
+            try:
+                async with self._conn.savepoint():
+                    await self._conn.execute(statement)
+                return
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise DuplicateName() from None
+                await self.release_expired_name(key.account_id, name_key, now)
+
+    def invalidate(self, key_id: str) -> None:
+        """Mark ``key_id`` (``*``: every key) stale in caches once this commits."""
+        self.invalidated.add(key_id)
+
+    async def release_name(self, key_id: str) -> None:
+        """The key stops holding its name (a rotation passes it on)."""
+        await self._conn.execute(
+            api_keys.update().where(api_keys.c.id == key_id).values(holds_name=False)
+        )
+
     async def get(self, account_id: str | None, key_id: str) -> ApiKey | None:
         query = sa.select(*_KEY_COLUMNS).where(api_keys.c.id == key_id)
         if account_id is not None:
@@ -141,30 +268,22 @@ class SqlKeys:
         limit: int,
         status: KeyStatus | None = None,
         starting_after: ApiKey | None = None,
+        where: KeyFilter | None = None,
     ) -> KeyPage:
         c = api_keys.c
         query = sa.select(*_KEY_COLUMNS).where(c.account_id == account_id)
-        if status is KeyStatus.ACTIVE:
-            query = query.where(
-                c.revoked_at.is_(None), sa.or_(c.expires_at.is_(None), c.expires_at > now)
-            )
-        elif status is KeyStatus.REVOKED:
-            query = query.where(c.revoked_at.is_not(None))
-        elif status is KeyStatus.EXPIRED:
-            query = query.where(c.revoked_at.is_(None), c.expires_at <= now)
-        if starting_after is not None:
-            query = query.where(
-                sa.or_(
-                    c.created_at < starting_after.created_at,
-                    sa.and_(c.created_at == starting_after.created_at, c.id < starting_after.id),
-                )
-            )
-        query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
-        rows = (await self._conn.execute(query)).all()
+        if status is not None:
+            query = query.where(_status_condition(status, now))
+        if where is not None:
+            if where.name_key is not None:
+                query = query.where(c.name_key == where.name_key)
+            for name, value in where.metadata.items():
+                query = query.where(c["metadata"][name].as_string() == value)
+        rows = (await self._conn.execute(newest_first(query, c, starting_after, limit))).all()
         return KeyPage(keys=[_key(row) for row in rows[:limit]], has_more=len(rows) > limit)
 
     async def revoke(self, key_id: str, now: int) -> None:
-        self.revoked_any = True
+        self.invalidated.add(key_id)
         await self._conn.execute(
             api_keys.update()
             .where(api_keys.c.id == key_id)
@@ -172,9 +291,16 @@ class SqlKeys:
         )
 
     async def find_by_digest(self, digest: str) -> tuple[ApiKey, str] | None:
-        query = sa.select(*_KEY_COLUMNS, api_keys.c.digest).where(api_keys.c.digest == digest)
+        """The key (with its account's suspension) and its stored digest."""
+        query = (
+            sa.select(*_KEY_COLUMNS, api_keys.c.digest, accounts.c.status.label("account_status"))
+            .join(accounts, accounts.c.id == api_keys.c.account_id)
+            .where(api_keys.c.digest == digest)
+        )
         row = (await self._conn.execute(query)).first()
-        return None if row is None else (_key(row), row.digest)
+        if row is None:
+            return None
+        return _key(row, row.account_status == AccountStatus.SUSPENDED.value), row.digest
 
     async def touch(self, last_used: dict[str, int]) -> None:
         if not last_used:
@@ -226,7 +352,7 @@ class SqlIdempotency:
 
     async def insert(self, record: StoredResponse) -> bool:
         statement = (
-            _insert(self._conn, idempotency_records)
+            insert_for(self._conn, idempotency_records)
             .values(
                 account_id=record.account_id,
                 caller_key_id=record.caller_key_id,
@@ -260,3 +386,10 @@ class SqlUnitOfWork:
         self.accounts = SqlAccounts(conn)
         self.keys = SqlKeys(conn)
         self.idempotency = SqlIdempotency(conn)
+        self.operator_keys = SqlOperatorKeys(conn)
+        self.audit = SqlAuditEvents(conn)
+
+    @property
+    def invalidated(self) -> set[str]:
+        """Ids of keys (``*``: all keys) whose cached copies this transaction makes stale."""
+        return self.keys.invalidated | self.operator_keys.invalidated

@@ -16,6 +16,8 @@ accounts = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("plan", sa.String(20), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, server_default="active"),
+    sa.Column("metadata", sa.JSON, nullable=False, server_default=sa.text("'{}'")),
 )
 
 api_keys = sa.Table(
@@ -37,6 +39,17 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("revoked_at", sa.BigInteger, nullable=True),
     sa.Column("last_used_at", sa.BigInteger, nullable=True),
+    # Contract §10 and §11 (migration 0003).
+    sa.Column("metadata", sa.JSON, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("replaced_by", sa.String(40), nullable=True),
+    sa.Column("rate_limit_limit", sa.BigInteger, nullable=True),
+    sa.Column("rate_limit_window_seconds", sa.Integer, nullable=True),
+    sa.Column("quota_limit", sa.BigInteger, nullable=True),
+    sa.Column("quota_period", sa.String(10), nullable=True),
+    # The counters' identity: null for the key's own id, else the id of the
+    # key it was rotated from (rate limits and quotas carry over).
+    sa.Column("limit_key", sa.String(40), nullable=True),
 )
 
 HOLDS_NAME = sa.text("holds_name")
@@ -51,6 +64,43 @@ sa.Index(
     postgresql_where=HOLDS_NAME,
 )
 sa.Index("ix_api_keys_account_created", api_keys.c.account_id, api_keys.c.created_at, api_keys.c.id)
+sa.Index("ix_api_keys_account_name", api_keys.c.account_id, api_keys.c.name_key)
+
+operator_keys = sa.Table(
+    "operator_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+    sa.Column("last_used_at", sa.BigInteger, nullable=True),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("actor_type", sa.String(20), nullable=False),
+    sa.Column("actor_id", sa.String(40), nullable=True),
+    sa.Column("target_type", sa.String(40), nullable=False),
+    sa.Column("target_id", sa.String(64), nullable=False),
+    sa.Column("account_id", sa.String(40), nullable=True),
+    sa.Column("request_id", sa.String(160), nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("changes", sa.JSON, nullable=False),
+)
+sa.Index(
+    "ix_audit_events_account_created",
+    audit_events.c.account_id,
+    audit_events.c.created_at,
+    audit_events.c.id,
+)
+sa.Index("ix_audit_events_created", audit_events.c.created_at, audit_events.c.id)
+sa.Index("ix_audit_events_target", audit_events.c.target_id)
+sa.Index("ix_audit_events_actor", audit_events.c.actor_id)
 
 idempotency_records = sa.Table(
     "idempotency_records",

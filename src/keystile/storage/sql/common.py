@@ -1,0 +1,45 @@
+"""What every SQL repository shares: the connection it runs on, dialect
+differences, cursor pagination."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.sql import Executable
+
+
+class Connection(Protocol):
+    @property
+    def dialect_name(self) -> str: ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A nested transaction: rolled back alone when its block raises."""
+        ...
+
+
+def insert_for(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT that supports ``ON CONFLICT DO NOTHING`` on this dialect."""
+    dialect = postgresql if conn.dialect_name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def newest_first(query: Any, columns: Any, starting_after: Any, limit: int) -> Any:
+    """Cursor pagination, newest first: ``starting_after`` is the last item
+    of the previous page (anything with ``created_at`` and ``id``)."""
+    if starting_after is not None:
+        query = query.where(
+            sa.or_(
+                columns.created_at < starting_after.created_at,
+                sa.and_(
+                    columns.created_at == starting_after.created_at,
+                    columns.id < starting_after.id,
+                ),
+            )
+        )
+    return query.order_by(columns.created_at.desc(), columns.id.desc()).limit(limit + 1)
