@@ -147,7 +147,7 @@ async def make_tenant(
     """An account (or ``account``) and a key in it, made the way the CLI makes them."""
     services = app.services
     if account is None:
-        account = await services.keys.create_account("Acme", plan)
+        account = await services.accounts.create("Acme", plan)
     new = check_new_key(
         name=name,
         permissions=permissions,

@@ -16,7 +16,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
+from keystile.accounts.service import AccountService
 from keystile.api import schemas
+from keystile.api.account_schemas import account_out
 from keystile.clock import now_micros, system_clock
 from keystile.errors import KeystileError, NotFound, ValidationFailed
 from keystile.idempotency.crypto import generate_key
@@ -166,8 +168,8 @@ def accounts_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create an account."""
-    account = _with_service(lambda keys, _: keys.create_account(name, plan))
-    _emit(schemas.account_out(account), as_json, ["id", "name", "plan", "created_at"])
+    account = _with_service(lambda _, storage: AccountService(storage).create(name, plan))
+    _emit(account_out(account), as_json, ["id", "name", "plan", "status", "created_at"])
 
 
 @keys_app.command("create")
@@ -240,8 +242,9 @@ def keys_revoke(
     """Revoke a key; it is refused from its next request on."""
     settings = _settings()
 
-    async def work(keys: KeyService, _: Storage) -> schemas.ApiKeyEnvelope:
-        key = await keys.revoke(None, key_id)
+    async def work(keys: KeyService, storage: Storage) -> schemas.ApiKeyEnvelope:
+        async with storage.transaction() as uow:
+            key = await keys.revoke(uow, None, key_id)
         return schemas.ApiKeyEnvelope(data=schemas.key_out(key, settings.key_prefix, keys.now()))
 
     _emit(_with_service(work), as_json, [*_KEY_COLUMNS, "revoked_at"])

@@ -51,6 +51,11 @@ class PlanRestricted(KeystileError):
     default_message = "This feature is not available on the account's plan."
 
 
+class AccountSuspended(KeystileError):
+    code = "account_suspended"
+    default_message = "The account this key belongs to is suspended."
+
+
 class NotFound(KeystileError):
     code = "not_found"
     default_message = "No such resource."
@@ -68,6 +73,16 @@ class MethodNotAllowed(KeystileError):
 class DuplicateName(KeystileError):
     code = "duplicate_name"
     default_message = "An active key with this name already exists."
+
+
+class KeyInactive(KeystileError):
+    code = "key_inactive"
+    default_message = "The key is revoked, expired or already replaced, and cannot be changed."
+
+
+class PlanConflict(KeystileError):
+    code = "plan_conflict"
+    default_message = "The account's keys need the plan it has."
 
 
 class IdempotencyKeyInUse(KeystileError):

@@ -99,7 +99,12 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Longest a verified key stays cached (a backstop to invalidation)."
     )
     idempotency_purge_interval_seconds: float = Field(
-        600.0, gt=0, description="How often expired idempotency records are deleted."
+        600.0,
+        gt=0,
+        description="How often expired idempotency records (and old audit events) are deleted.",
+    )
+    audit_retention_days: int = Field(
+        365, ge=1, le=36_500, description="How long audit events are kept (contract §12)."
     )
     test_fault_point: str | None = Field(
         None, description="Testing only: crash the process at this point (keystile.faults)."

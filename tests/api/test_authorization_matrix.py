@@ -46,13 +46,25 @@ async def app(settings: Any, clock: FakeClock) -> Iterator[Pipeline]:  # type: i
         yield application
 
 
+ACCOUNT_ENDPOINTS = ("accounts.create", "accounts.list", "accounts.get", "accounts.update")
+ENDPOINTS = (
+    "create", "list", "get", "update", "rotate", "revoke", "verify", "gateway", "audit",
+    *ACCOUNT_ENDPOINTS,
+)  # fmt: skip
+
+
 def expected(endpoint: str, scopes: tuple[str, ...], target: str) -> tuple[int, str | None]:
-    """The contract's answer for a caller holding ``scopes``."""
+    """The contract's answer for an account key holding ``scopes``."""
+    if endpoint in ACCOUNT_ENDPOINTS:
+        return 403, "insufficient_permissions"  # operator keys only (contract §9)
     required = {
         "create": "admin:api_keys",
         "list": "admin:api_keys",
         "get": "admin:api_keys",
+        "update": "admin:api_keys",
+        "rotate": "admin:api_keys",
         "revoke": "admin:api_keys",
+        "audit": "admin:api_keys",
         "verify": "verify:keys",
         "gateway": "read:contacts",
     }[endpoint]
@@ -60,8 +72,10 @@ def expected(endpoint: str, scopes: tuple[str, ...], target: str) -> tuple[int, 
         return 403, "insufficient_permissions"
     if endpoint == "create":
         return (201, None) if "read:contacts" in scopes else (403, "insufficient_permissions")
-    if endpoint in ("get", "revoke"):
-        return (200, None) if target == "own" else (404, "not_found")
+    if endpoint in ("get", "revoke", "update", "rotate") and target != "own":
+        return 404, "not_found"
+    if endpoint == "rotate":  # the copy needs the permissions being copied
+        return (201, None) if "read:contacts" in scopes else (403, "insufficient_permissions")
     if endpoint == "gateway":
         return 502, "bad_gateway"
     return 200, None
@@ -79,14 +93,32 @@ async def call(
         return await client.get(f"/v1/api-keys/{target.key_id}", headers=headers)
     if endpoint == "revoke":
         return await client.delete(f"/v1/api-keys/{target.key_id}", headers=headers)
+    if endpoint == "update":
+        return await client.patch(
+            f"/v1/api-keys/{target.key_id}", json={"description": "x"}, headers=headers
+        )
+    if endpoint == "rotate":
+        return await client.post(f"/v1/api-keys/{target.key_id}/rotate", headers=headers)
     if endpoint == "verify":
         return await client.post(
             "/v1/keys/verify", json={"key": target.secret, "consume": False}, headers=headers
         )
+    if endpoint == "audit":
+        return await client.get("/v1/audit-events?limit=100", headers=headers)
+    if endpoint == "accounts.create":
+        return await client.post("/v1/accounts", json={"name": "x"}, headers=headers)
+    if endpoint == "accounts.list":
+        return await client.get("/v1/accounts", headers=headers)
+    if endpoint == "accounts.get":
+        return await client.get(f"/v1/accounts/{target.account.id}", headers=headers)
+    if endpoint == "accounts.update":
+        return await client.patch(
+            f"/v1/accounts/{target.account.id}", json={"name": "x"}, headers=headers
+        )
     return await client.get("/v1/contacts/1", headers=headers)
 
 
-@pytest.mark.parametrize("endpoint", ["create", "list", "get", "revoke", "verify", "gateway"])
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 async def test_authorization_matrix(
     app: Pipeline, client: httpx.AsyncClient, endpoint: str
 ) -> None:
@@ -117,6 +149,10 @@ async def test_authorization_matrix(
                 ids = {k["id"] for k in body["data"]}
                 if (target.key_id in ids) != (target_kind == "own"):
                     failures.append((scopes, target_kind, "list isolation"))
+            if endpoint == "audit" and status == 200:
+                accounts = {event["account_id"] for event in body["data"]}
+                if accounts - {caller.account.id}:
+                    failures.append((scopes, target_kind, "audit isolation", accounts))
             if response.status_code == 201:
                 LEDGER.remember(body["data"]["key"])
     assert failures == [], failures
@@ -133,6 +169,9 @@ async def test_the_matrix_covers_every_protected_operation(client: httpx.AsyncCl
     }
     covered = {
         ("/v1/api-keys", "post"), ("/v1/api-keys", "get"), ("/v1/api-keys/{key_id}", "get"),
-        ("/v1/api-keys/{key_id}", "delete"), ("/v1/keys/verify", "post"),
+        ("/v1/api-keys/{key_id}", "delete"), ("/v1/api-keys/{key_id}", "patch"),
+        ("/v1/api-keys/{key_id}/rotate", "post"), ("/v1/keys/verify", "post"),
+        ("/v1/audit-events", "get"), ("/v1/accounts", "post"), ("/v1/accounts", "get"),
+        ("/v1/accounts/{account_id}", "get"), ("/v1/accounts/{account_id}", "patch"),
     }  # fmt: skip
     assert protected == covered

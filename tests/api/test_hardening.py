@@ -289,7 +289,7 @@ class TestExpandingText:
 
     @pytest.mark.parametrize("char", EXPANDING)
     async def test_an_account_name_at_the_limit(self, app: Pipeline, char: str) -> None:
-        account = await app.services.keys.create_account(char * 120)
+        account = await app.services.accounts.create(char * 120)
         assert account.name == char * 120
 
 

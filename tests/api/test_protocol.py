@@ -54,8 +54,8 @@ class TestRouting:
         ("method", "path", "allow"),
         [
             ("PUT", "/v1/api-keys", "GET, HEAD, POST"),
-            ("PATCH", "/v1/api-keys", "GET, HEAD, POST"),
-            ("POST", "/v1/api-keys/key_01ARZ3NDEKTSV4RRFFQ69G5FAV", "DELETE, GET, HEAD"),
+            ("PUT", "/v1/accounts", "GET, HEAD, POST"),
+            ("POST", "/v1/api-keys/key_01ARZ3NDEKTSV4RRFFQ69G5FAV", "DELETE, GET, HEAD, PATCH"),
             ("DELETE", "/v1/api-keys", "GET, HEAD, POST"),
             ("POST", "/healthz", "GET, HEAD"),
         ],

@@ -17,6 +17,7 @@ _names = itertools.count()
 FIELDS = {
     "id", "prefix", "name", "description", "permissions", "rate_limit_tier",
     "expires_at", "created_at", "status", "revoked_at", "last_used_at",
+    "metadata", "disabled", "replaced_by", "rate_limit", "quota",  # contract §10
 }  # fmt: skip
 
 

@@ -28,7 +28,7 @@ def test_json_output_is_the_http_body(env: dict[str, str], tmp_path: Path) -> No
     account = json.loads(
         ok("accounts", "create", "Acme", "--plan", "enterprise", "--json", env=env)
     )
-    assert set(account["data"]) == {"id", "name", "plan", "created_at"}
+    assert set(account["data"]) == {"id", "name", "plan", "status", "metadata", "created_at"}
     assert account["data"]["plan"] == "enterprise"
     account_id = account["data"]["id"]
     created = json.loads(

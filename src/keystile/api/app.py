@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
+from keystile.accounts.service import AccountService
 from keystile.api.deps import Services
 from keystile.api.idempotency import IdempotencyLayer
 from keystile.api.management import create_management_app
@@ -17,6 +18,7 @@ from keystile.api.observability import Metrics, configure_logging
 from keystile.api.pipeline import Endpoint, Pipeline, Router
 from keystile.api.verify import PATH as VERIFY_PATH
 from keystile.api.verify import VerifyEndpoint
+from keystile.audit.service import AuditLog
 from keystile.clock import Clock, system_clock
 from keystile.errors import ConfigurationError
 from keystile.faults import Faults
@@ -31,9 +33,11 @@ from keystile.keys.models import Tier
 from keystile.keys.service import KeyService
 from keystile.keys.usage import UsageRecorder
 from keystile.keys.verifier import KeyVerifier
+from keystile.periodic import Periodic
 from keystile.ratelimit.models import WindowCounter
 from keystile.ratelimit.service import RateLimiter
 from keystile.settings import VERIFY_SCOPE, Settings
+from keystile.storage.base import Storage
 from keystile.storage.memory import MemoryWindows
 from keystile.storage.redis import RedisInFlight, RedisRevocations, RedisWindows, connect
 from keystile.storage.sql import migrate
@@ -53,7 +57,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     redis_client = (
         connect(settings.redis_url, settings.redis_timeout_ms) if settings.redis_url else None
     )
-    keys = KeyService(storage, prefix=settings.key_prefix, clock=clock)
+    audit = AuditLog(clock=clock, retention_days=settings.audit_retention_days)
+    keys = KeyService(storage, prefix=settings.key_prefix, audit=audit, clock=clock)
+    accounts = AccountService(storage, audit=audit, clock=clock)
     usage = UsageRecorder(storage, settings.last_used_interval_seconds)
     verifier = KeyVerifier(
         storage,
@@ -67,8 +73,11 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         else min(settings.key_cache_ttl_seconds, 1.0),
         usage=usage,
     )
-    keys.on_revoke(verifier.forget)
-    revocations = None if embedded else revocation_feed(settings, keys, verifier)
+    # Cached keys go stale when a change commits: in this process at once,
+    # in the host's other processes through SQLite's shared counter, on other
+    # instances through the Redis feed.
+    storage.on_invalidated(verifier.invalidate)
+    revocations = None if embedded else revocation_feed(settings, storage, verifier)
     in_flight: InFlight = LocalInFlight()
     if redis_client is not None:
         in_flight = RedisInFlight(
@@ -89,6 +98,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         settings=settings,
         storage=storage,
         keys=keys,
+        accounts=accounts,
+        audit=audit,
         verifier=verifier,
         usage=usage,
         idempotency=idempotency,
@@ -108,7 +119,11 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         await asyncio.to_thread(migrate.upgrade, settings.database)
-        purger = idempotency.purger(settings.idempotency_purge_interval_seconds)
+        purger = Periodic(
+            "purging idempotency records and old audit events",
+            settings.idempotency_purge_interval_seconds,
+            lambda: purge_expired(idempotency, audit, storage),
+        )
         usage.start()
         purger.start()
         if revocations is not None:
@@ -138,21 +153,37 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     )
 
 
+async def purge_expired(idempotency: IdempotencyService, audit: AuditLog, storage: Storage) -> None:
+    """The background job: expired idempotency records (24 h) and audit events
+    past ``KEYSTILE_AUDIT_RETENTION_DAYS``."""
+    await idempotency.purge()
+    await audit.purge(storage)
+
+
 def revocation_feed(
-    settings: Settings, keys: KeyService, verifier: KeyVerifier
+    settings: Settings, storage: Storage, verifier: KeyVerifier
 ) -> RedisRevocations | None:
-    """With a shared database and Redis: publish each revocation, evict the
-    keys other instances revoke, and use the cache only while subscribed."""
+    """With a shared database and Redis: publish every committed key change
+    (revocation, update, rotation, suspension), evict what other instances
+    change, and use the cache only while subscribed."""
     if settings.redis_url is None:
         return None
+
+    async def evict(message: str) -> None:
+        await verifier.invalidate(frozenset(message.split(",")))
+
     feed = RedisRevocations(
         connect(settings.redis_url, settings.redis_timeout_ms, subscriber=True),
         prefix=settings.redis_prefix,
         timeout_ms=settings.redis_timeout_ms,
-        on_revoked=verifier.forget,
-        on_resubscribed=verifier.cache.clear,
+        on_revoked=evict,
+        on_resubscribed=verifier.clear,
     )
-    keys.on_revoke(feed.publish)
+
+    async def publish(ids: frozenset[str]) -> None:
+        await feed.publish(",".join(sorted(ids)))
+
+    storage.on_invalidated(publish)
     verifier.cache_is_current = lambda: feed.live
     return feed
 

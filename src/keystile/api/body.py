@@ -161,6 +161,14 @@ def _check_strings(value: Any, path: str) -> None:
             _check_strings(item, f"{path}[{index}]")
 
 
+async def read_optional_json(scope: Scope, receive: Receive) -> Any:
+    """The request's JSON document, or None when the request has no body
+    (an empty one); a body that is there is read like :func:`read_json`."""
+    if not await read_body(scope, receive):
+        return None
+    return await read_json(scope, receive)
+
+
 def _json_problem(message: str) -> str:
     """The decoder's complaint as a short keystile sentence."""
     if message.startswith("Expecting value"):

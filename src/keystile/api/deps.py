@@ -10,9 +10,11 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel
 
+from keystile.accounts.service import AccountService
 from keystile.api.errors import as_keystile_error, error_body, error_headers, status_of
 from keystile.api.observability import Metrics
 from keystile.api.schemas import ErrorEnvelope, dump
+from keystile.audit.service import AuditLog
 from keystile.clock import Clock
 from keystile.errors import FieldProblem, ValidationFailed
 from keystile.http.context import context_of
@@ -32,6 +34,8 @@ class Services:
     settings: Settings
     storage: Storage
     keys: KeyService
+    accounts: AccountService
+    audit: AuditLog
     verifier: KeyVerifier
     usage: UsageRecorder
     idempotency: IdempotencyService
@@ -87,15 +91,21 @@ def error_response(request: Request, exc: BaseException) -> Response:
     )
 
 
+def body_doc(model: str, *, required: bool = True) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` of a JSON body described by a component ``model``."""
+    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}
+    return {"requestBody": {"required": required, "content": content}}
+
+
 def errors_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for error statuses, all with the envelope."""
     descriptions = {
         400: "validation_error: missing, unknown or ill-typed fields, malformed JSON",
         401: "invalid_key: missing, malformed, unknown, revoked or expired key",
-        403: "insufficient_permissions or plan_restricted",
+        403: "insufficient_permissions, plan_restricted or account_suspended",
         404: "not_found",
         405: "method_not_allowed",
-        409: "duplicate_name or idempotency_key_in_use",
+        409: "duplicate_name, key_inactive, plan_conflict or idempotency_key_in_use",
         413: "payload_too_large: body over 64 KiB",
         415: "unsupported_media_type: body not sent as application/json",
         422: "idempotency_key_reused",

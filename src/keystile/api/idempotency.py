@@ -100,8 +100,13 @@ class IdempotencyLayer:
                 "The Idempotency-Key header is invalid.",
                 [FieldProblem(HEADER, "must be given once")],
             )
-        assert ctx.key is not None, "the idempotency layer runs after authentication"
-        identity = Identity(ctx.key.account_id, ctx.key.id, check_key(values[0]))
+        caller = ctx.caller
+        assert caller is not None, "the idempotency layer runs after authentication"
+        caller_key = caller.operator or caller.key
+        assert caller_key is not None
+        # Scoped to the calling key and the account it acts for ("" for an
+        # operator key acting for none, on the operator's own endpoints).
+        identity = Identity(caller.account_id or "", caller_key.id, check_key(values[0]))
         body = await read_body(scope, receive)
         # The endpoint's own parser decides what the body is: a body it would
         # refuse is refused here the same way, before any record is looked

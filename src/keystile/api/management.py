@@ -12,10 +12,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keystile import __version__, errors
 from keystile.api import verify
+from keystile.api.account_schemas import CreateAccountRequest, UpdateAccountRequest
 from keystile.api.deps import Services, error_response
-from keystile.api.pipeline import PERMISSION_EXTENSION
-from keystile.api.routes import api_keys, ops
-from keystile.api.schemas import CreateApiKeyRequest, ErrorEnvelope
+from keystile.api.pipeline import AUDIENCE_EXTENSION, PERMISSION_EXTENSION
+from keystile.api.routes import accounts, api_keys, audit, ops
+from keystile.api.schemas import (
+    CreateApiKeyRequest,
+    ErrorEnvelope,
+    RotateApiKeyRequest,
+    UpdateApiKeyRequest,
+)
 from keystile.api.wording import problems
 from keystile.errors import ValidationFailed
 from keystile.storage.base import StorageUnavailable
@@ -74,7 +80,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     verify_item, verify_models = verify.openapi_path()
     schema["paths"][verify.PATH] = verify_item
-    models: list[type[BaseModel]] = [CreateApiKeyRequest, ErrorEnvelope, *verify_models]
+    models: list[type[BaseModel]] = [
+        CreateApiKeyRequest,
+        UpdateApiKeyRequest,
+        RotateApiKeyRequest,
+        CreateAccountRequest,
+        UpdateAccountRequest,
+        ErrorEnvelope,
+        *verify_models,
+    ]
     for model in models:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(model_schema.pop("$defs", {}))
@@ -93,7 +107,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for name, operation in (("GetApiKey", "get_api_key"), ("RevokeApiKey", "revoke_api_key"))
     }
     components["securitySchemes"] = {
-        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key: wbk_live_…"}
+        "bearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An account's API key (wbk_live_…), or an operator key (wbk_root_…) "
+            "with a Keystile-Account header on account endpoints.",
+        }
     }
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)  # FastAPI's 422 shape: keystile answers 400 validation_error
@@ -105,8 +124,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 del responses["422"]
             for response in responses.values():
                 response.setdefault("headers", {}).update(_REQUEST_ID_HEADER)
-            if PERMISSION_EXTENSION in operation or operation.get("operationId") == "verify_key":
+            guarded = PERMISSION_EXTENSION in operation or AUDIENCE_EXTENSION in operation
+            if guarded or operation.get("operationId") == "verify_key":
                 operation["security"] = [{"bearerAuth": []}]
+                if operation.get(AUDIENCE_EXTENSION) == "operator":
+                    continue  # operator keys are never rate limited
                 for status, response in operation["responses"].items():
                     if status not in ("401",):
                         response["headers"].update(_RATE_LIMIT_HEADERS)
@@ -126,7 +148,7 @@ def create_management_app(services: Services) -> FastAPI:
     # Routes are added to the app itself, not through include_router, so that
     # app.router.routes lists every APIRoute: the pipeline routes (and checks
     # permissions) from that list before FastAPI sees the request.
-    for router in (api_keys.router, ops.router):
+    for router in (api_keys.router, accounts.router, audit.router, ops.router):
         app.router.routes.extend(router.routes)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)

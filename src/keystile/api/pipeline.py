@@ -28,6 +28,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keystile import errors
+from keystile.accounts.service import existing_account
 from keystile.api.deps import Services
 from keystile.api.errors import as_keystile_error, send_error
 from keystile.api.idempotency import IdempotencyLayer
@@ -37,7 +38,7 @@ from keystile.gateway.routes import GatewayRoute, RouteTable
 from keystile.http.clients import client_address
 from keystile.http.context import SCOPE_KEY, RequestContext
 from keystile.http.paths import canonical_path, raw_path_of
-from keystile.keys.models import ApiKey
+from keystile.keys.models import Caller, OperatorKey
 from keystile.keys.verifier import INVALID
 from keystile.redaction import looks_secret, redact
 
@@ -50,6 +51,8 @@ SECURITY_HEADERS = (
 )
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 PERMISSION_EXTENSION = "x-keystile-permission"
+AUDIENCE_EXTENSION = "x-keystile-audience"
+ACCOUNT_HEADER = b"keystile-account"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
@@ -63,6 +66,12 @@ class Endpoint:
     permission: str | None = None  # the scope the key must hold
     own: bool = True  # keystile's own response (not a proxied one)
     as_get: bool = False  # a HEAD served by the GET handler (RFC 9110 §9.3.2)
+    # Who may call it (contract §9): "account" endpoints act for one account
+    # (an account key's own, or Keystile-Account with an operator key);
+    # "operator" endpoints take operator keys only; "any" takes both, an
+    # operator key with or without Keystile-Account; "gateway" routes take
+    # account keys only.
+    audience: str = "account"
 
 
 async def _server_options(scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,6 +145,7 @@ class Router:
                     app=proxy.endpoint(gateway_route),
                     permission=gateway_route.scope,
                     own=False,
+                    audience="gateway",
                 )
         self._hot_paths = {path: method for method, path in hot}
         self._routes: list[tuple[Route, Endpoint]] = []
@@ -143,14 +153,16 @@ class Router:
             if not isinstance(route, Route):
                 # Secure by default: a route we cannot see could not be guarded.
                 raise TypeError(f"unsupported route {route!r}: add routes to the app directly")
-            permission = None
+            permission, audience = None, "account"
             if isinstance(route, APIRoute) and route.openapi_extra:
                 permission = route.openapi_extra.get(PERMISSION_EXTENSION)
+                audience = route.openapi_extra.get(AUDIENCE_EXTENSION, "account")
             endpoint = Endpoint(
                 name=route.path,
                 app=management,
                 protected=route.path not in PUBLIC_PATHS,
                 permission=permission,
+                audience=audience,
             )
             self._routes.append((route, endpoint))
 
@@ -206,6 +218,15 @@ def check_host(scope: Scope) -> None:
         )
 
 
+def _caller_key_id(ctx: RequestContext) -> str | None:
+    caller = ctx.caller
+    if caller is None:
+        return None
+    if caller.operator is not None:
+        return caller.operator.id
+    return caller.key.id if caller.key is not None else None
+
+
 def _headers_only(send: Send) -> Send:
     async def send_head(message: Message) -> None:
         if message["type"] == "http.response.body":
@@ -213,6 +234,28 @@ def _headers_only(send: Send) -> Send:
         await send(message)
 
     return send_head
+
+
+def _account_header(scope: Scope) -> bytes | None:
+    values = [value for name, value in scope["headers"] if name == ACCOUNT_HEADER]
+    if len(values) > 1:
+        raise errors.ValidationFailed(
+            "The Keystile-Account header is invalid.",
+            [errors.FieldProblem("Keystile-Account", "must be given once")],
+        )
+    return values[0] if values else None
+
+
+def check_authorization(endpoint: Endpoint, caller: Caller) -> None:
+    """403 unless ``caller`` may call ``endpoint`` (its audience, then its scope)."""
+    if endpoint.audience == "operator" and not caller.is_operator:
+        raise errors.InsufficientPermissions("Only operator keys may manage accounts.")
+    if endpoint.audience == "gateway" and caller.key is None:
+        raise errors.InsufficientPermissions("Gateway routes are called with account keys.")
+    if endpoint.permission is not None and endpoint.permission not in caller.permissions:
+        raise errors.InsufficientPermissions(
+            f"This request needs the {endpoint.permission} permission."
+        )
 
 
 class Pipeline:
@@ -297,19 +340,20 @@ class Pipeline:
         ctx.route = endpoint.name
         ctx.own_response = endpoint.own
         if endpoint.protected:
-            key = await self.authenticate(scope, ctx)
-            decision = await self.ratelimiter.admit(key)
-            if decision is not None:
-                ctx.extra_headers.extend(decision.headers())
-                if not decision.allowed:
-                    raise errors.RateLimited(decision.retry_after)
-            if endpoint.permission is not None and endpoint.permission not in key.permissions:
-                raise errors.InsufficientPermissions(
-                    f"This request needs the {endpoint.permission} permission."
-                )
-        if endpoint.own and endpoint.protected and scope["method"] == "POST":
-            # Every POST to a keystile endpoint may carry an Idempotency-Key
-            # (contract §6); gateway routes forward the header untouched.
+            caller = await self.authenticate(scope, ctx, endpoint)
+            key = caller.key
+            if key is not None:
+                if key.account_suspended:
+                    raise errors.AccountSuspended()
+                decision = await self.ratelimiter.admit(key)  # operator keys: never limited
+                if decision is not None:
+                    ctx.extra_headers.extend(decision.headers())
+                    if not decision.allowed:
+                        raise errors.RateLimited(decision.retry_after)
+            check_authorization(endpoint, caller)
+        if endpoint.own and endpoint.protected and scope["method"] in ("POST", "PATCH"):
+            # Every POST and PATCH to a keystile endpoint may carry an
+            # Idempotency-Key (contract §6, §9); gateway routes forward it.
             await self.idempotency(endpoint.app, scope, receive, send, ctx)
         elif endpoint.as_get:
             # The GET handler answers; the server's own scope keeps saying
@@ -318,17 +362,59 @@ class Pipeline:
         else:
             await endpoint.app(scope, receive, send)
 
-    async def authenticate(self, scope: Scope, ctx: RequestContext) -> ApiKey:
-        """The calling key, or 401 (429 once the address has failed too often)."""
+    async def authenticate(self, scope: Scope, ctx: RequestContext, endpoint: Endpoint) -> Caller:
+        """Who calls and for which account: 401 (429 once the address has
+        failed too often); 400/404 for a ``Keystile-Account`` header that does
+        not fit the key and the endpoint (contract §9)."""
         token = bearer_token(scope)
+        if token is not None and self.verifier.is_operator_token(token):
+            operator = await self.verifier.verify_operator(token)
+            self.metrics.verified("VALID" if operator else INVALID.outcome.value)
+            if operator is not None:
+                ctx.caller = await self._operator_caller(scope, operator, endpoint)
+                self.verifier.note_use(operator)
+                return ctx.caller
+            return await self._refuse(ctx)
         result = await self.verifier.verify(token) if token is not None else INVALID
         # Every failure counts as INVALID: /metrics is anonymous, and must not
         # tell a caller whether a key it presented was revoked or expired.
         self.metrics.verified(result.outcome.value if result.valid else INVALID.outcome.value)
         if result.valid and result.key is not None:
             ctx.key = result.key
+            if _account_header(scope) is not None:
+                raise errors.ValidationFailed(
+                    "The Keystile-Account header is for operator keys only.",
+                    [errors.FieldProblem("Keystile-Account", "not allowed with an account key")],
+                )
+            ctx.caller = Caller(
+                account_id=result.key.account_id,
+                permissions=frozenset(result.key.permissions),
+                key=result.key,
+            )
             self.verifier.note_use(result.key)
-            return result.key
+            return ctx.caller
+        return await self._refuse(ctx)
+
+    async def _operator_caller(
+        self, scope: Scope, operator: OperatorKey, endpoint: Endpoint
+    ) -> Caller:
+        catalog = self.services.settings.catalog
+        raw = _account_header(scope)
+        if raw is None:
+            if endpoint.audience == "account":
+                raise errors.ValidationFailed(
+                    "An operator key acts for an account named in the Keystile-Account header.",
+                    [errors.FieldProblem("Keystile-Account", "is required with an operator key")],
+                )
+            return Caller(account_id=None, permissions=catalog, operator=operator)
+        if endpoint.audience == "operator":
+            return Caller(account_id=None, permissions=catalog, operator=operator)
+        account_id = raw.decode("latin-1")
+        async with self.services.storage.reader() as uow:
+            account = await existing_account(uow, account_id)
+        return Caller(account_id=account.id, permissions=catalog, operator=operator)
+
+    async def _refuse(self, ctx: RequestContext) -> Caller:
         # Failed authentications are limited per client address; they never
         # count against any key's quota.
         decision = await self.ratelimiter.failed_authentication(ctx.client or "unknown")
@@ -351,8 +437,8 @@ class Pipeline:
                     "path": path,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
-                    "key_id": ctx.key.id if ctx.key else None,
-                    "account_id": ctx.key.account_id if ctx.key else None,
+                    "key_id": _caller_key_id(ctx),
+                    "account_id": ctx.caller.account_id if ctx.caller else None,
                     "client": ctx.client,
                 }
             )

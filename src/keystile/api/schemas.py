@@ -10,7 +10,44 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keystile.clock import rfc3339
 from keystile.keys import tokens
-from keystile.keys.models import Account, ApiKey, KeyPage
+from keystile.keys.models import ApiKey, KeyPage, Quota, RateLimitRule
+
+Status = Literal["active", "revoked", "expired", "disabled"]
+TierName = Literal["standard", "high", "unmetered"]
+
+
+class RateLimitIn(BaseModel):
+    """A key's own rate limit (contract §11); bounds are checked (and worded)
+    by keystile.keys.validation, shared with the CLI."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    limit: int = Field(
+        description="Requests per window, 1 to 10^9.",
+        json_schema_extra={"minimum": 1, "maximum": 10**9},
+    )
+    window_seconds: int = Field(
+        description="The window, 1 to 86,400 seconds.",
+        json_schema_extra={"minimum": 1, "maximum": 86_400},
+    )
+
+
+class QuotaIn(BaseModel):
+    """Requests per calendar period in UTC (contract §11)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    limit: int = Field(
+        description="Requests per period, 1 to 10^12.",
+        json_schema_extra={"minimum": 1, "maximum": 10**12},
+    )
+    period: Literal["day", "month"]
+
+
+METADATA_DOC = (
+    "Up to 50 string values, keys 1-40 characters (no '[' or ']'), values up to 500 "
+    "characters (Stripe's rules); replaced whole by a PATCH, cleared with {} or null."
+)
 
 
 class CreateApiKeyRequest(BaseModel):
@@ -31,7 +68,7 @@ class CreateApiKeyRequest(BaseModel):
     description: str | None = Field(
         None, description="What the key is for, at most 1,000 characters.", max_length=1000
     )
-    rate_limit_tier: Literal["standard", "high", "unmetered"] | None = Field(
+    rate_limit_tier: TierName | None = Field(
         None, description="standard (default), high, or unmetered (enterprise plan only)."
     )
     expires_at: str | None = Field(
@@ -39,6 +76,63 @@ class CreateApiKeyRequest(BaseModel):
         description="RFC 3339 timestamp with Z or an offset, in the future.",
         json_schema_extra={"format": "date-time"},
     )
+    metadata: dict[str, str] | None = Field(None, description=METADATA_DOC)
+    rate_limit: RateLimitIn | None = Field(
+        None, description="The key's own rate limit, instead of its tier's."
+    )
+    quota: QuotaIn | None = Field(None, description="Requests allowed per UTC day or month.")
+
+
+class UpdateApiKeyRequest(BaseModel):
+    """Body of ``PATCH /v1/api-keys/{id}``: any of the fields, at least one.
+    ``null`` clears a nullable field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] | None = Field(None, description=METADATA_DOC)
+    expires_at: str | None = Field(
+        None,
+        description="RFC 3339 in the future, or null for never.",
+        json_schema_extra={"format": "date-time"},
+    )
+    permissions: list[str] | None = Field(None, max_length=100)
+    rate_limit_tier: TierName | None = None
+    rate_limit: RateLimitIn | None = None
+    quota: QuotaIn | None = None
+    disabled: bool | None = Field(None, description="true suspends the key; false restores it.")
+
+    def given(self) -> dict[str, object]:
+        """The fields the client sent, as plain JSON values (null included)."""
+        return {name: _plain(getattr(self, name)) for name in self.model_fields_set}
+
+
+class RotateApiKeyRequest(BaseModel):
+    """Body of ``POST /v1/api-keys/{id}/rotate`` (optional)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    grace_period_seconds: int = Field(
+        0,
+        ge=0,
+        le=604_800,
+        description="How long the old key keeps working, 0 (revoked at once) to 604,800.",
+    )
+
+
+def _plain(value: object) -> object:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+class RateLimitOut(BaseModel):
+    limit: int
+    window_seconds: int
+
+
+class QuotaOut(BaseModel):
+    limit: int
+    period: Literal["day", "month"]
 
 
 class _KeyId(BaseModel):
@@ -54,15 +148,20 @@ class _KeyFields(BaseModel):
     name: str
     description: str | None
     permissions: list[str]
-    rate_limit_tier: Literal["standard", "high", "unmetered"]
+    rate_limit_tier: TierName
     expires_at: str | None = Field(json_schema_extra={"format": "date-time"})
     created_at: str = Field(json_schema_extra={"format": "date-time"})
-    status: Literal["active", "revoked", "expired"]
+    status: Status
     revoked_at: str | None = Field(json_schema_extra={"format": "date-time"})
     last_used_at: str | None = Field(
         json_schema_extra={"format": "date-time"},
         description="Last successful authentication; written at most every few seconds.",
     )
+    metadata: dict[str, str]
+    disabled: bool
+    replaced_by: str | None = Field(description="The key a rotation replaced this one with.")
+    rate_limit: RateLimitOut | None = Field(description="The key's own rate limit, if set.")
+    quota: QuotaOut | None
 
 
 # Fields are ordered by the bases in reverse: id, (key,) prefix, name, … as
@@ -86,17 +185,6 @@ class CreatedApiKeyEnvelope(BaseModel):
 class ApiKeyList(BaseModel):
     data: list[ApiKeyOut]
     has_more: bool
-
-
-class AccountOut(BaseModel):
-    id: str
-    name: str
-    plan: Literal["standard", "enterprise"]
-    created_at: str = Field(json_schema_extra={"format": "date-time"})
-
-
-class AccountEnvelope(BaseModel):
-    data: AccountOut
 
 
 class ErrorDetail(BaseModel):
@@ -132,7 +220,22 @@ def key_out(key: ApiKey, prefix: str, now: int) -> ApiKeyOut:
         status=key.status(now).value,
         revoked_at=rfc3339(key.revoked_at),
         last_used_at=rfc3339(key.last_used_at),
+        metadata=dict(key.metadata),
+        disabled=key.disabled,
+        replaced_by=key.replaced_by,
+        rate_limit=rate_limit_out(key.rate_limit),
+        quota=quota_out(key.quota),
     )
+
+
+def rate_limit_out(rule: RateLimitRule | None) -> RateLimitOut | None:
+    return (
+        None if rule is None else RateLimitOut(limit=rule.limit, window_seconds=rule.window_seconds)
+    )
+
+
+def quota_out(quota: Quota | None) -> QuotaOut | None:
+    return None if quota is None else QuotaOut(limit=quota.limit, period=quota.period.value)
 
 
 def created_key_out(key: ApiKey, secret: str, prefix: str, now: int) -> CreatedApiKeyEnvelope:
@@ -142,17 +245,6 @@ def created_key_out(key: ApiKey, secret: str, prefix: str, now: int) -> CreatedA
 
 def key_list_out(page: KeyPage, prefix: str, now: int) -> ApiKeyList:
     return ApiKeyList(data=[key_out(k, prefix, now) for k in page.keys], has_more=page.has_more)
-
-
-def account_out(account: Account) -> AccountEnvelope:
-    return AccountEnvelope(
-        data=AccountOut(
-            id=account.id,
-            name=account.name,
-            plan=account.plan.value,
-            created_at=rfc3339(account.created_at) or "",
-        )
-    )
 
 
 def dump(model: BaseModel) -> bytes:

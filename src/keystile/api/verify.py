@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from keystile.api.body import read_json, validate_model
 from keystile.api.deps import Services, errors_doc
 from keystile.errors import FieldProblem, ValidationFailed
-from keystile.http.context import caller_of
+from keystile.http.context import account_of
 from keystile.keys.models import ApiKey
 from keystile.keys.validation import unknown_scope
 from keystile.keys.verifier import Outcome
@@ -114,7 +114,7 @@ class VerifyEndpoint:
                 "The request is invalid.",
                 [FieldProblem("permission", unknown_scope(request.permission, self._catalog))],
             )
-        body = await self._verify(request, caller_of(scope))
+        body = await self._verify(request, account_of(scope))
         await send(
             {
                 "type": "http.response.start",
@@ -127,11 +127,11 @@ class VerifyEndpoint:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _verify(self, request: VerifyRequest, caller: ApiKey) -> bytes:
+    async def _verify(self, request: VerifyRequest, account_id: str) -> bytes:
         services = self._services
         verification = await services.verifier.verify(request.key)
         key = verification.key
-        if key is None or key.account_id != caller.account_id:
+        if key is None or key.account_id != account_id:
             # Another account's key is not there for this caller: nothing
             # about it is counted, recorded or cached as used.
             services.metrics.verified(Outcome.INVALID.value)

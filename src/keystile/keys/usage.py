@@ -29,7 +29,10 @@ class UsageRecorder:
         batch, self._pending = self._pending, {}
         try:
             async with self._storage.transaction() as uow:
-                await uow.keys.touch(batch)
+                await uow.keys.touch({k: v for k, v in batch.items() if not k.startswith("opk_")})
+                await uow.operator_keys.touch(
+                    {k: v for k, v in batch.items() if k.startswith("opk_")}
+                )
         except StorageUnavailable:
             for key_id, used_at in batch.items():
                 self.record(key_id, used_at)

@@ -23,10 +23,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
 
 from keystile import clock as clocks
 from keystile.keys import tokens
-from keystile.keys.models import ApiKey, KeyStatus
+from keystile.keys.models import ApiKey, KeyStatus, OperatorKey
 from keystile.keys.usage import UsageRecorder
 from keystile.storage.base import Storage
 
@@ -38,14 +39,16 @@ class Outcome(StrEnum):
     INVALID = "INVALID"
     EXPIRED = "EXPIRED"
     REVOKED = "REVOKED"
+    DISABLED = "DISABLED"  # the key is disabled, or its account suspended (contract §9, §10)
     INSUFFICIENT_PERMISSIONS = "INSUFFICIENT_PERMISSIONS"
     RATE_LIMITED = "RATE_LIMITED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 
 @dataclass(frozen=True, slots=True)
 class Verification:
     outcome: Outcome
-    key: ApiKey | None = None  # set for VALID, EXPIRED and REVOKED
+    key: ApiKey | None = None  # set for VALID, EXPIRED, REVOKED and DISABLED
 
     @property
     def valid(self) -> bool:
@@ -55,20 +58,28 @@ class Verification:
 INVALID = Verification(Outcome.INVALID)
 
 
-class KeyCache:
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+K = TypeVar("K", bound=_Identified)
+
+
+class KeyCache(Generic[K]):
     """A bounded LRU of digest → key, with a time-to-live per entry."""
 
     def __init__(self, max_size: int, ttl_seconds: float) -> None:
         self.max_size = max_size
         self.ttl_micros = int(ttl_seconds * clocks.MICROS)
         self.epoch = 0
-        self._entries: OrderedDict[str, tuple[ApiKey, int]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[K, int]] = OrderedDict()
         self._digest_of: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, digest: str, now: int) -> ApiKey | None:
+    def get(self, digest: str, now: int) -> K | None:
         entry = self._entries.get(digest)
         if entry is None:
             return None
@@ -79,7 +90,7 @@ class KeyCache:
         self._entries.move_to_end(digest)
         return key
 
-    def put(self, digest: str, key: ApiKey, now: int, epoch: int) -> None:
+    def put(self, digest: str, key: K, now: int, epoch: int) -> None:
         """Cache ``key`` unless an eviction happened since ``epoch`` was read."""
         if self.max_size == 0 or epoch != self.epoch:
             return
@@ -100,6 +111,14 @@ class KeyCache:
         self.epoch += 1
         self._entries.clear()
         self._digest_of.clear()
+
+    def invalidate(self, ids: frozenset[str]) -> None:
+        """Drop the keys ``ids`` (``*``: every key)."""
+        if "*" in ids:
+            self.clear()
+        else:
+            for key_id in ids:
+                self.forget(key_id)
 
     def _drop(self, digest: str) -> None:
         entry = self._entries.pop(digest, None)
@@ -125,11 +144,60 @@ class KeyVerifier:
         then every check goes to the database."""
         self._prefix = prefix
         self._clock = clock
-        self.cache = KeyCache(cache_size, cache_ttl_seconds)
+        self.cache: KeyCache[ApiKey] = KeyCache(cache_size, cache_ttl_seconds)
+        self.operator_cache: KeyCache[OperatorKey] = KeyCache(
+            min(cache_size, 1_000), cache_ttl_seconds
+        )
         self._token_length = len(tokens.type_prefix(prefix)) + 1 + tokens.BODY_LENGTH
+        self._root_head = f"{tokens.type_prefix(prefix, tokens.ROOT)}_"
+
+    def is_operator_token(self, token: str) -> bool:
+        """Whether ``token`` claims to be an operator key (``{prefix}_root_…``)."""
+        return token.startswith(self._root_head)
+
+    async def _stale(self) -> bool:
+        """True (and both caches cleared) when a key may have changed in any
+        process since this process last looked."""
+        if await self._storage.changed_elsewhere():
+            self.cache.clear()
+            self.operator_cache.clear()
+            return True
+        return False
+
+    async def verify_operator(self, token: str) -> OperatorKey | None:
+        """The active operator key ``token`` is, else None (contract §9).
+
+        The same path as an account key's: length, checksum before any
+        storage access, digest lookup, constant-time comparison; revocation
+        reaches the cache like any key change.
+        """
+        if len(token) != self._token_length or not token.isascii():
+            return None
+        digest = tokens.digest(token)
+        now = clocks.now_micros(self._clock)
+        use_cache = self.cache_is_current()
+        key = self.operator_cache.get(digest, now) if use_cache else None
+        if key is not None and await self._stale():
+            key = None
+        if key is None:
+            if not tokens.is_well_formed(token, self._prefix, tokens.ROOT):
+                return None
+            if use_cache:
+                await self._stale()
+            epoch = self.operator_cache.epoch
+            async with self._storage.reader() as uow:
+                found = await uow.operator_keys.find_by_digest(digest)
+            if found is None or not hmac.compare_digest(found[1], digest):
+                return None
+            key = found[0]
+            if key.revoked_at is not None:
+                return None
+            if use_cache:
+                self.operator_cache.put(digest, key, now, epoch)
+        return key if key.revoked_at is None else None
 
     async def verify(self, token: str) -> Verification:
-        """The outcome for ``token``; only VALID, EXPIRED and REVOKED carry the key.
+        """The outcome for ``token``; all but INVALID carry the key.
 
         Has no side effect on the key (see :meth:`note_use`). Never raises
         for bad input; raises ``StorageUnavailable`` when the database is
@@ -141,10 +209,9 @@ class KeyVerifier:
         now = clocks.now_micros(self._clock)
         use_cache = self.cache_is_current()
         key = self.cache.get(digest, now) if use_cache else None
-        if key is not None and await self._storage.changed_elsewhere():
-            # A key was revoked somewhere since this process last looked:
+        if key is not None and await self._stale():
+            # A key changed somewhere since this process last looked:
             # nothing cached can be trusted.
-            self.cache.clear()
             key = None
         if key is None:
             # Only well-formed tokens ever reach storage (contract §2). A cache
@@ -155,8 +222,8 @@ class KeyVerifier:
             # Note the revocation counter *before* reading: a revocation that
             # commits after the read changes the counter from what was noted,
             # so the next cache hit sees it and drops what this read cached.
-            if use_cache and await self._storage.changed_elsewhere():
-                self.cache.clear()
+            if use_cache:
+                await self._stale()
             epoch = self.cache.epoch
             async with self._storage.reader() as uow:
                 found = await uow.keys.find_by_digest(digest)
@@ -174,9 +241,13 @@ class KeyVerifier:
             return Verification(Outcome.REVOKED, key)
         if status is KeyStatus.EXPIRED:
             return Verification(Outcome.EXPIRED, key)
+        if status is KeyStatus.DISABLED:
+            return Verification(Outcome.DISABLED, key)
+        # An active key of a suspended account is VALID here, with
+        # key.account_suspended set: the caller decides (403 or DISABLED).
         return Verification(Outcome.VALID, key)
 
-    def note_use(self, key: ApiKey) -> None:
+    def note_use(self, key: ApiKey | OperatorKey) -> None:
         """Record that ``key`` was used now (``last_used_at``, written in
         batches). Only for a key the caller was entitled to present: the
         pipeline after authentication, verify after the account check."""
@@ -184,5 +255,15 @@ class KeyVerifier:
             self._usage.record(key.id, clocks.whole_seconds(clocks.now_micros(self._clock)))
 
     async def forget(self, key_id: str) -> None:
-        """Drop ``key_id`` from the cache (a revocation listener)."""
+        """Drop ``key_id`` from the cache."""
         self.cache.forget(key_id)
+
+    async def invalidate(self, ids: frozenset[str]) -> None:
+        """Drop the keys ``ids`` (``*``: all) from the caches: an invalidation
+        listener of the storage and of the revocation feed."""
+        self.cache.invalidate(ids)
+        self.operator_cache.invalidate(ids)
+
+    def clear(self) -> None:
+        self.cache.clear()
+        self.operator_cache.clear()

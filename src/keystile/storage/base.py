@@ -6,6 +6,7 @@ the services only ever see these Protocols.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -187,6 +188,10 @@ class Storage(Protocol):
 
     def reader(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """Read-only access to committed data."""
+
+    def on_invalidated(self, listener: Callable[[frozenset[str]], Awaitable[None]]) -> None:
+        """Call ``listener(ids)`` after every commit that changed keys (or, with
+        ``*``, every key): cached copies of them are stale from then on."""
 
     async def changed_elsewhere(self) -> bool:
         """True when a key may have been revoked (by any process) since the last call.

@@ -18,7 +18,7 @@ import asyncio
 import mmap
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,15 @@ async def _translate_failures() -> AsyncIterator[None]:
         if _is_unavailable(exc):
             raise StorageUnavailable(str(exc).splitlines()[0]) from exc
         raise
+
+
+InvalidationListener = Callable[[frozenset[str]], Awaitable[None]]
+
+
+async def _tell(listeners: list[InvalidationListener], ids: set[str]) -> None:
+    frozen = frozenset(ids)
+    for listener in listeners:
+        await listener(frozen)
 
 
 class _SyncConnection:
@@ -200,6 +209,11 @@ class SqliteStorage:
         self._writer_task: asyncio.Task[object] | None = None
         self._revocations = RevocationCounter(path.with_name(path.name + "-revocations"))
         self._seen_revocations: int | None = None
+        self._invalidation_listeners: list[InvalidationListener] = []
+
+    def on_invalidated(self, listener: InvalidationListener) -> None:
+        """Call ``listener(ids)`` after each commit that made cached keys stale."""
+        self._invalidation_listeners.append(listener)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
@@ -216,6 +230,7 @@ class SqliteStorage:
                 if uow.invalidated:
                     # Committed: tell every other process before anyone is told.
                     self._revocations.bump()
+                    await _tell(self._invalidation_listeners, uow.invalidated)
             finally:
                 self._writer_task = None
 
@@ -282,13 +297,21 @@ class PostgresStorage:
             async_url(url), isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **options
         )
         self._timeout = timeout_seconds
+        self._invalidation_listeners: list[InvalidationListener] = []
         for engine in (self._writer, self._reader):
             event.listen(engine.sync_engine, "handle_error", _discard_timed_out_connections)
+
+    def on_invalidated(self, listener: InvalidationListener) -> None:
+        """Call ``listener(ids)`` after each commit that made cached keys stale."""
+        self._invalidation_listeners.append(listener)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
         async with _translate_failures(), self._writer.begin() as conn:
-            yield SqlUnitOfWork(_AsyncConnection(conn))
+            uow = SqlUnitOfWork(_AsyncConnection(conn))
+            yield uow
+        if uow.invalidated:
+            await _tell(self._invalidation_listeners, uow.invalidated)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[SqlUnitOfWork]:

@@ -1,0 +1,1 @@
+"""Accounts: the operator's customers (contract §9)."""
