@@ -351,3 +351,25 @@ async def asgi_call(
     response_headers = {k.decode(): v.decode() for k, v in start["headers"]}
     body = b"".join(m.get("body", b"") for m in sent[1:])
     return int(start["status"]), response_headers, body
+
+
+@dataclass
+class Operator:
+    key_id: str
+    secret: str
+
+    def headers(self, account_id: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.secret}"}
+        if account_id is not None:
+            headers["Keystile-Account"] = account_id
+        return headers
+
+
+async def make_operator(app: Pipeline, name: str = "ops") -> Operator:
+    """An operator key, made the way ``keystile operator-keys create`` makes it."""
+    from keystile.keys.operators import OperatorKeys
+
+    services = app.services
+    issued = await OperatorKeys(services.storage, prefix=services.settings.key_prefix).create(name)
+    LEDGER.remember(issued.secret)
+    return Operator(issued.key.id, issued.secret)

@@ -58,7 +58,7 @@ class TestOutcomes:
     async def test_valid_consumes_the_verified_keys_quota(
         self, client: httpx.AsyncClient, service: Tenant, admin_of_service_account: Tenant
     ) -> None:
-        customer = await issue(client, admin_of_service_account)
+        customer = await issue(client, admin_of_service_account, metadata={"plan": "pro"})
         first = await verify(client, service, key=customer["key"])
         assert first == {
             "valid": True,
@@ -66,6 +66,7 @@ class TestOutcomes:
             "key_id": customer["id"],
             "account_id": service.account.id,
             "permissions": ["read:contacts"],
+            "metadata": {"plan": "pro"},
             "rate_limit": {"limit": 100, "remaining": 99, "reset": first["rate_limit"]["reset"]},
         }
         second = await verify(client, service, key=customer["key"], permission="read:contacts")
@@ -138,7 +139,7 @@ class TestOutcomes:
     async def test_invalid_keys(self, client: httpx.AsyncClient, service: Tenant, key: str) -> None:
         assert await verify(client, service, key=key) == {
             "valid": False, "code": "INVALID", "key_id": None, "account_id": None,
-            "permissions": None, "rate_limit": None,
+            "permissions": None, "metadata": None, "rate_limit": None,
         }  # fmt: skip
 
     async def test_another_accounts_key_is_invalid_like_an_unknown_one(

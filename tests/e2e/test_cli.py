@@ -84,7 +84,7 @@ def test_json_output_is_the_http_body(env: dict[str, str], tmp_path: Path) -> No
 def test_human_output_is_a_table(env: dict[str, str]) -> None:
     out = ok("accounts", "create", "Acme", env=env)
     header, row = out.splitlines()
-    assert header.split() == ["ID", "NAME", "PLAN", "CREATED_AT"]
+    assert header.split() == ["ID", "NAME", "PLAN", "STATUS", "CREATED_AT"]
     assert row.startswith("acc_")
 
 

@@ -20,7 +20,7 @@ from keystile.errors import FieldProblem, ValidationFailed
 from keystile.http.context import account_of
 from keystile.keys.models import ApiKey
 from keystile.keys.validation import unknown_scope
-from keystile.keys.verifier import Outcome
+from keystile.keys.verifier import Outcome, Verification
 from keystile.ratelimit.models import Decision
 
 PATH = "/v1/keys/verify"
@@ -45,11 +45,13 @@ class VerifyRateLimit(BaseModel):
 class VerifyResult(BaseModel):
     valid: bool
     code: Literal[
-        "VALID", "INVALID", "EXPIRED", "REVOKED", "INSUFFICIENT_PERMISSIONS", "RATE_LIMITED"
-    ]
+        "VALID", "INVALID", "EXPIRED", "REVOKED", "DISABLED", "INSUFFICIENT_PERMISSIONS",
+        "RATE_LIMITED", "QUOTA_EXCEEDED",
+    ]  # fmt: skip
     key_id: str | None
     account_id: str | None
     permissions: list[str] | None
+    metadata: dict[str, str] | None = Field(description="The key's metadata (contract §9).")
     rate_limit: VerifyRateLimit | None = Field(
         description="The key's quota after this check; null for unmetered keys and for "
         "INVALID, EXPIRED, REVOKED and INSUFFICIENT_PERMISSIONS."
@@ -68,6 +70,7 @@ _INVALID = orjson.dumps(
             "key_id": None,
             "account_id": None,
             "permissions": None,
+            "metadata": None,
             "rate_limit": None,
         }
     }
@@ -92,6 +95,7 @@ def _result(outcome: Outcome, key: ApiKey, decision: Decision | None = None) -> 
                 "key_id": key.id,
                 "account_id": key.account_id,
                 "permissions": key.permissions,
+                "metadata": key.metadata,
                 "rate_limit": rate_limit,
             }
         }
@@ -136,6 +140,8 @@ class VerifyEndpoint:
             # about it is counted, recorded or cached as used.
             services.metrics.verified(Outcome.INVALID.value)
             return _INVALID
+        if verification.valid and key.account_suspended:
+            verification = Verification(Outcome.DISABLED, key)  # contract §9
         services.metrics.verified(verification.outcome.value)
         if not verification.valid:
             return _result(verification.outcome, key)

@@ -230,7 +230,7 @@ class KeyService:
         if grace_seconds == 0:
             retired = dataclasses.replace(old, replaced_by=new.id)
         else:
-            until = now + grace_seconds * clocks.MICROS
+            until = clocks.whole_seconds(now) + grace_seconds * clocks.MICROS
             if old.expires_at is not None:
                 until = min(until, old.expires_at)
             retired = dataclasses.replace(old, replaced_by=new.id, expires_at=until)

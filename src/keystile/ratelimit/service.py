@@ -24,20 +24,33 @@ class RateLimiter:
         self._auth_failures = auth_failures
         self._clock = clock
 
+    def limit_of(self, key: ApiKey) -> Limit | None:
+        """The key's own rule when it has one (contract §11), else its tier's;
+        None for an unmetered key without one."""
+        if key.rate_limit is not None:
+            return Limit(key.rate_limit.limit, key.rate_limit.window_seconds)
+        return self._tiers.get(key.rate_limit_tier)
+
+    @staticmethod
+    def counter_of(key: ApiKey) -> str:
+        """The counter a key's requests go to: shared by a rotated key and its
+        replacement (contract §10)."""
+        return f"key:{key.counter_id}"
+
     async def admit(self, key: ApiKey) -> Decision | None:
         """Count one request of ``key``; ``None`` for unmetered keys (no limit, no headers)."""
-        limit = self._tiers.get(key.rate_limit_tier)
+        limit = self.limit_of(key)
         if limit is None:
             return None
-        counted = await self.counter.hit(f"key:{key.id}", limit.window_seconds)
+        counted = await self.counter.hit(self.counter_of(key), limit.window_seconds)
         return Decision.of(limit, counted, self._clock())
 
     async def peek(self, key: ApiKey) -> Decision | None:
         """``key``'s quota as it stands, counting nothing."""
-        limit = self._tiers.get(key.rate_limit_tier)
+        limit = self.limit_of(key)
         if limit is None:
             return None
-        counted = await self.counter.hit(f"key:{key.id}", limit.window_seconds, cost=0)
+        counted = await self.counter.hit(self.counter_of(key), limit.window_seconds, cost=0)
         return Decision.peek(limit, counted, self._clock())
 
     async def failed_authentication(self, address: str) -> Decision:
