@@ -92,6 +92,39 @@ class Settings(BaseSettings):
         le=600,
         description="How long a request body (to keystile's own endpoints) may take.",
     )
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="How long a request head may take, from its first byte to its blank line.",
+    )
+    http_keepalive_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How long a connection may stay open with no request in progress.",
+    )
+    http_max_head_bytes: int = Field(
+        32_768,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request head (request line and header fields); larger is a 431.",
+    )
+    http_max_headers: int = Field(
+        100, ge=8, le=10_000, description="Most header fields in one request; more is a 431."
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per worker; past it the longest-idle one is closed.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="How long requests in progress may run on after SIGTERM.",
+    )
     key_cache_size: int = Field(
         10_000, ge=0, description="Verified keys kept in memory per process."
     )
