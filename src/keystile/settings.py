@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from limits import RateLimitItem, parse
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keystile.api.clients import Network, parse_networks
@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Open connections per worker; past it the longest-idle one is closed.",
     )
+    loop_stall_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A worker whose event loop stops for this long is killed and restarted.",
+    )
     shutdown_timeout_seconds: float = Field(
         20.0,
         gt=0,
@@ -176,6 +182,19 @@ class Settings(BaseSettings):
     def _check_limit(cls, value: str) -> str:
         parse_limit(value, "rate limit")
         return value
+
+    @model_validator(mode="after")
+    def _check_stall_timeout(self) -> Settings:
+        # SQLite waits for another process's write lock on the event loop (up
+        # to the database timeout): the watchdog must not take that for a hang.
+        if self.database.startswith("sqlite") and (
+            self.loop_stall_seconds <= self.database_timeout_seconds
+        ):
+            raise ValueError(
+                "KEYSTILE_LOOP_STALL_SECONDS must be longer than "
+                "KEYSTILE_DATABASE_TIMEOUT_SECONDS with SQLite, whose lock waits block the loop"
+            )
+        return self
 
     @cached_property
     def catalog(self) -> frozenset[str]:

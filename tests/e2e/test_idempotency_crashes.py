@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keystile.faults import POINTS
+from keystile.faults import CRASHES
 from tests.support import (
     LEDGER,
     VENV_BIN,
@@ -62,7 +62,7 @@ def crash_once(env: dict[str, str], port: int, headers: dict[str, str]) -> None:
             process.wait()
 
 
-@pytest.mark.parametrize("point", sorted(POINTS))
+@pytest.mark.parametrize("point", sorted(CRASHES))
 def test_a_crash_at_any_point_neither_loses_nor_doubles_the_key(tmp_path: Path, point: str) -> None:
     env = keystile_env(tmp_path / "data")
     _, admin = cli_admin(env)

@@ -29,7 +29,8 @@ def test_the_limits_come_from_their_variables(monkeypatch: pytest.MonkeyPatch) -
 
 def test_the_defaults() -> None:
     assert HttpLimits.from_settings(Settings()) == HttpLimits()
-    assert Settings().shutdown_timeout_seconds == 20
+    settings = Settings()
+    assert (settings.loop_stall_seconds, settings.shutdown_timeout_seconds) == (10, 20)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,7 @@ def test_the_defaults() -> None:
         ("http_max_head_bytes", 1023),
         ("http_max_headers", 7),
         ("http_max_connections", 0),
+        ("loop_stall_seconds", 0),
         ("shutdown_timeout_seconds", 0),
     ],
 )
@@ -49,3 +51,14 @@ def test_out_of_range_values_are_refused(
     monkeypatch.setenv(f"KEYSTILE_{field.upper()}", str(value))
     with pytest.raises(ValidationError, match=field):
         Settings()
+
+
+def test_on_sqlite_the_stall_timeout_exceeds_the_database_timeout() -> None:
+    """SQLite waits for another process's write lock on the event loop."""
+    with pytest.raises(ValidationError, match="KEYSTILE_LOOP_STALL_SECONDS"):
+        Settings(loop_stall_seconds=5, database_timeout_seconds=5)
+    assert Settings(loop_stall_seconds=5.5, database_timeout_seconds=5).loop_stall_seconds == 5.5
+    on_postgres = Settings(
+        database_url="postgresql://u@127.0.0.1/db", loop_stall_seconds=2, database_timeout_seconds=5
+    )
+    assert on_postgres.loop_stall_seconds == 2

@@ -4,7 +4,7 @@ strict query parsing and JSON responses."""
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request, Response
@@ -16,6 +16,7 @@ from keystile.api.observability import Metrics
 from keystile.api.schemas import ErrorEnvelope, dump
 from keystile.clock import Clock
 from keystile.errors import FieldProblem, ValidationFailed
+from keystile.faults import Faults
 from keystile.idempotency.service import IdempotencyService
 from keystile.keys.service import KeyService
 from keystile.keys.usage import UsageRecorder
@@ -38,6 +39,7 @@ class Services:
     ratelimiter: RateLimiter
     metrics: Metrics
     clock: Clock
+    faults: Faults = field(default_factory=Faults)  # test-only fault points (keystile.faults)
 
 
 def get_services(request: Request) -> Services:

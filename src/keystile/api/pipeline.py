@@ -253,6 +253,7 @@ class Pipeline:
                 raise errors.InsufficientPermissions(
                     f"This request needs the {endpoint.permission} permission."
                 )
+            self.services.faults.hit("handler.hang")
         if endpoint.own and endpoint.protected and scope["method"] == "POST":
             # Every POST to a keystile endpoint may carry an Idempotency-Key
             # (contract §6); gateway routes forward the header untouched.

@@ -1,10 +1,11 @@
 """``keystile serve``: one listening socket, worker processes under a supervisor.
 
 The workers always run under uvicorn's supervisor (``Multiprocess``), even
-one: it starts a new worker when one dies, which is how a worker killed by a
-crash or by the kernel's OOM killer comes back. On SIGTERM or SIGINT it stops
-them: each worker stops accepting, lets the requests in progress finish for
-up to ``KEYSTILE_SHUTDOWN_TIMEOUT_SECONDS``, runs the application's shutdown
+one: it starts a new worker when one dies, which is how a worker killed by
+its watchdog (``keystile.server.watchdog``), by a crash or by the kernel's
+OOM killer comes back. On SIGTERM or SIGINT it stops them: each worker stops
+accepting, lets the requests in progress finish for up to
+``KEYSTILE_SHUTDOWN_TIMEOUT_SECONDS``, runs the application's shutdown
 (flushing ``last_used_at``) and exits; a worker still alive
 :data:`STOP_GRACE_SECONDS` after that is killed, so ``keystile serve`` always
 stops in bounded time.
