@@ -262,6 +262,16 @@ def profile(
     return [(name, round(100 * n / count, 1)) for name, n in top]
 
 
+def worker_of(pid: int) -> int:
+    """The worker process of ``keystile serve`` ``pid`` (it runs its worker
+    under a supervisor), else ``pid`` itself."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    return pid
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -458,7 +468,7 @@ def main() -> None:
                         )
                 if workers == 1:
                     for config, url, script, header in plan[2:6]:
-                        pid = mem.pid if "memory" in config else with_redis.pid
+                        pid = worker_of(mem.pid if "memory" in config else with_redis.pid)
                         results.profiles[config] = profile(
                             pid, url, 64, 5, script, header, work / "profile.raw"
                         )
@@ -492,6 +502,7 @@ def memory_test(results: Results, work: Path, requests: int) -> None:
     """Resident memory after ``requests`` verifications of 10,000 distinct keys."""
     import asyncio
 
+    from keystile.accounts.service import AccountService
     from keystile.keys import tokens
     from keystile.keys.service import KeyService
     from keystile.keys.validation import check_new_key
@@ -506,7 +517,7 @@ def memory_test(results: Results, work: Path, requests: int) -> None:
     async def make_keys() -> tuple[str, list[str]]:
         storage = open_storage(settings.database)
         service = KeyService(storage, prefix=settings.key_prefix)
-        account = await service.create_account("memory")
+        account = await AccountService(storage).create("memory")
         secrets = []
         async with storage.transaction() as uow:
             for n in range(10_001):
@@ -536,7 +547,7 @@ def memory_test(results: Results, work: Path, requests: int) -> None:
         f"http://127.0.0.1:{port}/healthz",
         work / "memory.log",
     ) as proc:
-        before = rss_kib(proc.pid)
+        before = rss_kib(worker_of(proc.pid))
         done = 0
         began = time.monotonic()
         while done < requests:
@@ -549,7 +560,7 @@ def memory_test(results: Results, work: Path, requests: int) -> None:
             "distinct_keys": len(keys),
             "seconds": round(time.monotonic() - began),
             "rss_before_mib": round(before / 1024, 1),
-            "rss_after_mib": round(rss_kib(proc.pid) / 1024, 1),
+            "rss_after_mib": round(rss_kib(worker_of(proc.pid)) / 1024, 1),
             "cache_entries": int(float(cached.group(1))) if cached else None,
             "cache_limit": Settings().key_cache_size,
         }

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import resource
 import socket
 import sqlite3
 import subprocess
@@ -213,34 +214,62 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 class ServerURL(str):
-    """A server's base URL that also knows the server's process id."""
+    """A server's base URL that also knows the server's process."""
 
     pid: int
+    process: subprocess.Popen[bytes]
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The worker processes of the ``keystile serve`` process ``pid``."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    workers = []
+    for child in map(int, children):
+        with suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+    return workers
 
 
 def resident_peak_kib(pid: int) -> int:
-    """The process's peak resident memory (VmHWM) in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM")
+    """The peak resident memory (VmHWM) in KiB of ``keystile serve``'s
+    process ``pid`` and its workers, summed."""
+    total = 0
+    for process in (pid, *worker_pids(pid)):
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total
 
 
 @contextmanager
 def serving(
-    env: dict[str, str], *args: str, port: int | None = None, log: Path | None = None
+    env: dict[str, str],
+    *args: str,
+    port: int | None = None,
+    log: Path | None = None,
+    open_files: tuple[int, int] | None = None,
 ) -> Iterator[ServerURL]:
-    """A real ``keystile serve`` process; yields its base URL (with ``.pid``)."""
+    """A real ``keystile serve`` process; yields its base URL (with ``.pid``).
+
+    ``open_files`` (soft, hard) sets the process's RLIMIT_NOFILE."""
     port = port or free_port()
     log_file = open(log or os.devnull, "wb")  # noqa: SIM115
+
+    def limit_files() -> None:
+        assert open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
     process = subprocess.Popen(
         [str(VENV_BIN / "keystile"), "serve", "--port", str(port), *args],
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        preexec_fn=limit_files if open_files else None,
     )
     url = ServerURL(f"http://127.0.0.1:{port}")
     url.pid = process.pid
+    url.process = process
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -108,10 +108,9 @@ def serve(
     ] = None,
 ) -> None:
     """Start the HTTP service (migrating the database first)."""
-    import uvicorn
-
     from keystile.api.app import check
-    from keystile.api.observability import configure_logging, uvicorn_log_config
+    from keystile.api.observability import configure_logging
+    from keystile.server.supervisor import serve as run_server
 
     # Flags override the environment; worker processes read the environment.
     for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
@@ -121,19 +120,7 @@ def serve(
     configure_logging(settings.log_level)
     check(settings)
     migrate.upgrade(settings.database)
-    uvicorn.run(
-        "keystile.api.app:factory",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        log_config=uvicorn_log_config(settings.log_level),
-        access_log=False,
-        proxy_headers=False,  # client addresses come from the socket (see KEYSTILE_TRUSTED_PROXIES)
-        server_header=False,
-    )
+    run_server(settings)
 
 
 @app.command("migrate")

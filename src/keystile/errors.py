@@ -100,6 +100,13 @@ class PayloadTooLarge(KeystileError):
     default_message = "The request body exceeds 65536 bytes."
 
 
+class RequestHeaderFieldsTooLarge(KeystileError):
+    """The request head is over the front end's limits (RFC 6585 §5)."""
+
+    code = "request_header_fields_too_large"
+    default_message = "The request head is too large."
+
+
 class UnsupportedMediaType(KeystileError):
     code = "unsupported_media_type"
     default_message = "The request body must be sent as Content-Type: application/json."

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from limits import RateLimitItem, parse
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keystile.http.clients import Network, parse_networks
@@ -92,6 +92,45 @@ class Settings(BaseSettings):
         le=600,
         description="How long a request body (to keystile's own endpoints) may take.",
     )
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="How long a request head may take, from its first byte to its blank line.",
+    )
+    http_keepalive_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How long a connection may stay open with no request in progress.",
+    )
+    http_max_head_bytes: int = Field(
+        32_768,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request head (request line and header fields); larger is a 431.",
+    )
+    http_max_headers: int = Field(
+        100, ge=8, le=10_000, description="Most header fields in one request; more is a 431."
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per worker; past it the longest-idle one is closed.",
+    )
+    loop_stall_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A worker whose event loop stops for this long is killed and restarted.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="How long requests in progress may run on after SIGTERM.",
+    )
     key_cache_size: int = Field(
         10_000, ge=0, description="Verified keys kept in memory per process."
     )
@@ -148,6 +187,19 @@ class Settings(BaseSettings):
     def _check_limit(cls, value: str) -> str:
         parse_limit(value, "rate limit")
         return value
+
+    @model_validator(mode="after")
+    def _check_stall_timeout(self) -> Settings:
+        # SQLite waits for another process's write lock on the event loop (up
+        # to the database timeout): the watchdog must not take that for a hang.
+        if self.database.startswith("sqlite") and (
+            self.loop_stall_seconds <= self.database_timeout_seconds
+        ):
+            raise ValueError(
+                "KEYSTILE_LOOP_STALL_SECONDS must be longer than "
+                "KEYSTILE_DATABASE_TIMEOUT_SECONDS with SQLite, whose lock waits block the loop"
+            )
+        return self
 
     @cached_property
     def catalog(self) -> frozenset[str]:

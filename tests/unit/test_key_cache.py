@@ -20,7 +20,7 @@ def key(n: int) -> ApiKey:
 
 
 def test_the_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
-    cache = KeyCache(max_size=3, ttl_seconds=60)
+    cache: KeyCache[ApiKey] = KeyCache(max_size=3, ttl_seconds=60)
     for n in range(3):
         cache.put(f"d{n}", key(n), now=0, epoch=cache.epoch)
     assert cache.get("d0", now=0) is not None  # d0 is now the most recent
@@ -31,21 +31,21 @@ def test_the_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
 
 
 def test_entries_expire_after_the_ttl() -> None:
-    cache = KeyCache(max_size=3, ttl_seconds=1)
+    cache: KeyCache[ApiKey] = KeyCache(max_size=3, ttl_seconds=1)
     cache.put("d", key(1), now=0, epoch=cache.epoch)
     assert cache.get("d", now=1_000_000) is not None
     assert cache.get("d", now=1_000_001) is None
 
 
 def test_forget_evicts_by_key_id() -> None:
-    cache = KeyCache(max_size=3, ttl_seconds=60)
+    cache: KeyCache[ApiKey] = KeyCache(max_size=3, ttl_seconds=60)
     cache.put("d", key(1), now=0, epoch=cache.epoch)
     cache.forget("key_1")
     assert cache.get("d", now=0) is None
 
 
 def test_a_lookup_that_raced_an_eviction_is_not_cached() -> None:
-    cache = KeyCache(max_size=3, ttl_seconds=60)
+    cache: KeyCache[ApiKey] = KeyCache(max_size=3, ttl_seconds=60)
     epoch = cache.epoch  # a lookup starts...
     cache.forget("key_1")  # ...the key is revoked meanwhile...
     cache.put("d", key(1), now=0, epoch=epoch)  # ...and the stale row arrives
@@ -53,6 +53,6 @@ def test_a_lookup_that_raced_an_eviction_is_not_cached() -> None:
 
 
 def test_a_zero_size_cache_caches_nothing() -> None:
-    cache = KeyCache(max_size=0, ttl_seconds=60)
+    cache: KeyCache[ApiKey] = KeyCache(max_size=0, ttl_seconds=60)
     cache.put("d", key(1), now=0, epoch=cache.epoch)
     assert len(cache) == 0

@@ -106,6 +106,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         ratelimiter=ratelimiter,
         metrics=Metrics(),
         clock=clock,
+        faults=Faults(settings.test_fault_point, settings.data_dir),
     )
     management = create_management_app(services)
     routes = load_routes(settings.routes, settings.catalog) if settings.routes else RouteTable([])
@@ -148,7 +149,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     return Pipeline(
         services=services,
         router=Router(management, hot, routes, Proxy(upstreams, settings.proxies)),
-        idempotency=IdempotencyLayer(idempotency, Faults(settings.test_fault_point)),
+        idempotency=IdempotencyLayer(idempotency, services.faults),
         lifespan=lifespan,
     )
 

@@ -4,7 +4,7 @@ strict query parsing and JSON responses."""
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request, Response
@@ -17,6 +17,7 @@ from keystile.api.schemas import ErrorEnvelope, dump
 from keystile.audit.service import AuditLog
 from keystile.clock import Clock
 from keystile.errors import FieldProblem, ValidationFailed
+from keystile.faults import Faults
 from keystile.http.context import context_of
 from keystile.idempotency.service import IdempotencyService
 from keystile.keys.service import KeyService
@@ -42,6 +43,7 @@ class Services:
     ratelimiter: RateLimiter
     metrics: Metrics
     clock: Clock
+    faults: Faults = field(default_factory=Faults)  # test-only fault points (keystile.faults)
 
 
 def get_services(request: Request) -> Services:

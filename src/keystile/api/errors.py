@@ -30,6 +30,7 @@ STATUS: dict[type[errors.KeystileError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.IdempotencyKeyReused: 422,
     errors.RateLimited: 429,
+    errors.RequestHeaderFieldsTooLarge: 431,
     errors.KeystileError: 500,
     errors.BadGateway: 502,
     errors.ServiceUnavailable: 503,

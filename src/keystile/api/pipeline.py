@@ -351,6 +351,7 @@ class Pipeline:
                     if not decision.allowed:
                         raise errors.RateLimited(decision.retry_after)
             check_authorization(endpoint, caller)
+            self.services.faults.hit("handler.hang")
         if endpoint.own and endpoint.protected and scope["method"] in ("POST", "PATCH"):
             # Every POST and PATCH to a keystile endpoint may carry an
             # Idempotency-Key (contract §6, §9); gateway routes forward it.
