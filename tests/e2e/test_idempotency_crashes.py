@@ -5,6 +5,7 @@ and the client gets a working secret."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -70,6 +71,10 @@ def test_a_crash_at_any_point_neither_loses_nor_doubles_the_key(tmp_path: Path, 
     port = free_port()
 
     crash_once({**env, "KEYSTILE_TEST_FAULT_POINT": point}, port, headers)
+    # The key and its audit event: both committed, or neither (issue #13).
+    keys, events = keys_and_events(tmp_path / "data" / "keystile.db")
+    assert keys == events
+    assert len(keys) == (1 if point == "idempotency.after_commit" else 0)
 
     with serving(env, port=port, log=tmp_path / "server.log") as url:
         retried = httpx.post(f"{url}/v1/api-keys", json=BODY, headers=headers)
@@ -91,3 +96,21 @@ def test_a_crash_at_any_point_neither_loses_nor_doubles_the_key(tmp_path: Path, 
         # The secret the client finally holds works.
         me = httpx.get(f"{url}/v1/api-keys/x", headers={"Authorization": f"Bearer {secret}"})
         assert me.status_code == 403  # authenticated; it lacks admin:api_keys
+    keys, events = keys_and_events(tmp_path / "data" / "keystile.db")
+    assert keys == events == {retried.json()["data"]["id"]}
+
+
+def keys_and_events(database: Path) -> tuple[set[str], set[str]]:
+    """The ids of the keys named like BODY, and the targets of api_key.created events."""
+    with sqlite3.connect(database) as db:
+        keys = {
+            row[0] for row in db.execute("SELECT id FROM api_keys WHERE name = ?", (BODY["name"],))
+        }
+        events = {
+            row[0]
+            for row in db.execute(
+                "SELECT target_id FROM audit_events WHERE action = 'api_key.created' "
+                "AND target_id NOT IN (SELECT id FROM api_keys WHERE name = 'admin')"
+            )
+        }
+    return keys, events

@@ -12,9 +12,9 @@ from keystile.storage.sql.database import async_url, prepare_sqlite_file, scheme
 _SCRIPTS = Path(__file__).parent / "migrations"
 
 
-def upgrade(url: str) -> None:
-    """Bring the database at ``url`` to the newest schema. Idempotent, and safe
-    to run from several processes at once."""
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to the newest schema (or to ``revision``).
+    Idempotent, and safe to run from several processes at once."""
     if scheme_of(url) == "sqlite":
         path = sqlite_path(url)
         prepare_sqlite_file(path)
@@ -24,4 +24,4 @@ def upgrade(url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(_SCRIPTS))
     config.attributes["url"] = driver_url
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
