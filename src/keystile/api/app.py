@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     )
     embedded = scheme_of(settings.database) == "sqlite"
     redis_client = (
-        connect(settings.redis_url, settings.redis_timeout_ms) if settings.redis_url else None
+        connect(settings.redis_url, settings.redis_reply_timeout_ms) if settings.redis_url else None
     )
     keys = KeyService(storage, prefix=settings.key_prefix, clock=clock)
     usage = UsageRecorder(storage, settings.last_used_interval_seconds)
@@ -72,7 +72,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     in_flight: InFlight = LocalInFlight()
     if redis_client is not None:
         in_flight = RedisInFlight(
-            redis_client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms
+            redis_client,
+            prefix=settings.redis_prefix,
+            reply_timeout_ms=settings.redis_reply_timeout_ms,
         )
     idempotency = IdempotencyService(storage, keyring_for(settings), in_flight, clock=clock)
     ratelimiter = RateLimiter(
@@ -146,9 +148,10 @@ def revocation_feed(
     if settings.redis_url is None:
         return None
     feed = RedisRevocations(
-        connect(settings.redis_url, settings.redis_timeout_ms, subscriber=True),
+        connect(settings.redis_url, settings.redis_reply_timeout_ms, subscriber=True),
         prefix=settings.redis_prefix,
-        timeout_ms=settings.redis_timeout_ms,
+        reply_timeout_ms=settings.redis_reply_timeout_ms,
+        retry_seconds=settings.key_cache_ttl_seconds,
         on_revoked=verifier.forget,
         on_resubscribed=verifier.cache.clear,
     )
@@ -173,6 +176,7 @@ def window_counter(settings: Settings, redis_client: Redis | None, clock: Clock)
         redis_client,
         prefix=settings.redis_prefix,
         timeout_ms=settings.redis_timeout_ms,
+        reply_timeout_ms=settings.redis_reply_timeout_ms,
         failure_mode=settings.redis_failure_mode,
         fallback=memory,
     )
