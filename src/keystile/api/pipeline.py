@@ -38,6 +38,7 @@ from keystile.gateway.proxy import Proxy
 from keystile.gateway.routes import GatewayRoute, RouteTable
 from keystile.keys.models import ApiKey
 from keystile.keys.verifier import INVALID
+from keystile.ratelimit.models import AddressBlocked
 
 log = logging.getLogger("keystile.api")
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -49,6 +50,7 @@ SECURITY_HEADERS = (
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 PERMISSION_EXTENSION = "x-keystile-permission"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+TOO_MANY_FAILURES = "Too many failed authentications from this address."
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +246,9 @@ class Pipeline:
         ctx.own_response = endpoint.own
         if endpoint.protected:
             key = await self.authenticate(scope, ctx)
-            decision = await self.ratelimiter.admit(key)
+            decision = await self.ratelimiter.admit_from(ctx.client or "unknown", key)
+            if isinstance(decision, AddressBlocked):  # blocked by another instance
+                raise errors.RateLimited(decision.retry_after, TOO_MANY_FAILURES)
             if decision is not None:
                 ctx.extra_headers.extend(decision.headers())
                 if not decision.allowed:
@@ -261,20 +265,37 @@ class Pipeline:
             await endpoint.app(scope, receive, send)
 
     async def authenticate(self, scope: Scope, ctx: RequestContext) -> ApiKey:
-        """The calling key, or 401 (429 once the address has failed too often)."""
+        """The calling key, or 401; 429 once the address has failed too often.
+
+        An address over ``KEYSTILE_AUTH_FAILURE_LIMIT`` is refused before its
+        key is looked up, whatever the key, until the window ends: first from
+        this process's own list (no I/O), then, just before a storage lookup,
+        from the shared counter (blocks made by other instances); a cached key
+        is checked in the rate-limit call (``admit_from``).
+        """
+        address = ctx.client or "unknown"
+        blocked = self.ratelimiter.blocked(address)
+        if blocked is not None:
+            raise errors.RateLimited(blocked.retry_after, TOO_MANY_FAILURES)
+
+        async def refuse_if_blocked() -> None:  # blocks made by other instances
+            blocked = await self.ratelimiter.check_address(address)
+            if blocked is not None:
+                raise errors.RateLimited(blocked.retry_after, TOO_MANY_FAILURES)
+
         token = bearer_token(scope)
-        result = await self.verifier.verify(token) if token is not None else INVALID
+        result = INVALID
+        if token is not None:
+            result = await self.verifier.verify(token, before_lookup=refuse_if_blocked)
         self.metrics.verified(result.outcome.value)
         if result.valid and result.key is not None:
             ctx.key = result.key
             return result.key
         # Failed authentications are limited per client address; they never
         # count against any key's quota.
-        decision = await self.ratelimiter.failed_authentication(ctx.client or "unknown")
+        decision = await self.ratelimiter.failed_authentication(address)
         if not decision.allowed:
-            raise errors.RateLimited(
-                decision.retry_after, "Too many failed authentications from this address."
-            )
+            raise errors.RateLimited(decision.retry_after, TOO_MANY_FAILURES)
         raise errors.InvalidKey()
 
     def _observe(self, scope: Scope, ctx: RequestContext) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -123,11 +123,16 @@ class KeyVerifier:
         self.cache = KeyCache(cache_size, cache_ttl_seconds)
         self._token_length = len(tokens.type_prefix(prefix)) + 1 + tokens.BODY_LENGTH
 
-    async def verify(self, token: str) -> Verification:
+    async def verify(
+        self, token: str, *, before_lookup: Callable[[], Awaitable[None]] | None = None
+    ) -> Verification:
         """The outcome for ``token``; only VALID, EXPIRED and REVOKED carry the key.
 
         Never raises for bad input; raises ``StorageUnavailable`` when the
-        database is needed and cannot answer.
+        database is needed and cannot answer. ``before_lookup`` is awaited
+        just before storage would be searched for the token (a well-formed
+        token that is not cached) and may raise to refuse the request: then
+        nothing reaches storage (the failed-authentication block).
         """
         if len(token) != self._token_length or not token.isascii():
             return INVALID
@@ -146,6 +151,8 @@ class KeyVerifier:
             # and a digest identifies its token.
             if not tokens.is_well_formed(token, self._prefix):
                 return INVALID
+            if before_lookup is not None:
+                await before_lookup()
             # Note the revocation counter *before* reading: a revocation that
             # commits after the read changes the counter from what was noted,
             # so the next cache hit sees it and drops what this read cached.

@@ -79,6 +79,19 @@ class Decision:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class AddressBlocked:
+    """Refused: the client address has used its failed-authentication budget
+    for the current window; every request from it is refused until ``reset``."""
+
+    reset: int  # whole Unix seconds when the window ends
+    retry_after: int  # whole seconds >= 1 until then
+
+    @classmethod
+    def until(cls, reset: float, now: float) -> AddressBlocked:
+        return cls(reset=math.ceil(reset), retry_after=max(1, math.ceil(reset - now)))
+
+
 class RateLimiterUnavailable(Exception):
     """The shared counter store cannot count this request: it is unreachable
     and the policy is to fail closed, or it did not answer in time (then the
