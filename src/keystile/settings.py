@@ -73,9 +73,23 @@ class Settings(BaseSettings):
         "30/minute", description="Failed authentications allowed per client address."
     )
     redis_prefix: str = Field("keystile", description="Prefix of every Redis key keystile writes.")
-    redis_timeout_ms: int = Field(250, ge=1, le=60_000, description="Redis call timeout.")
+    redis_timeout_ms: int = Field(
+        250,
+        ge=1,
+        le=60_000,
+        description="How long a fresh connection to Redis may take before Redis counts as "
+        "unreachable (then the failure mode applies).",
+    )
+    redis_reply_timeout_ms: int = Field(
+        5000,
+        ge=1,
+        le=600_000,
+        description="How long a request waits for a reachable Redis's reply before it is "
+        "refused with 503 (never admitted).",
+    )
     redis_failure_mode: Literal["open", "closed"] = Field(
-        "open", description="When Redis fails: open (limit per process) or closed (503)."
+        "open",
+        description="When Redis is unreachable: open (limit per process) or closed (503).",
     )
     trusted_proxies: str = Field(
         "", description="Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed."

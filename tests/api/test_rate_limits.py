@@ -203,15 +203,16 @@ class TestFailedAuthentication:
         clock.advance(60)
         assert_error(await client.get("/v1/api-keys", headers=bad), 401, "invalid_key")
 
-    async def test_failures_never_consume_a_keys_quota_and_valid_keys_still_pass(
+    async def test_failures_never_consume_a_keys_quota(
         self, client: httpx.AsyncClient, tenant: Tenant
     ) -> None:
         wrong_secret = tenant.secret[:-8] + "AAAAAAAA"
-        for _ in range(10):
+        for _ in range(2):  # below the limit: past it, the address is blocked (see
+            # test_failed_authentication_block.py)
             await client.get("/v1/api-keys", headers={"Authorization": f"Bearer {wrong_secret}"})
         ok = await client.get("/v1/api-keys", headers=tenant.headers)
         assert ok.status_code == 200
-        assert limit_headers(ok)[1] == LIMIT - 1  # the ten failures did not count
+        assert limit_headers(ok)[1] == LIMIT - 1  # the failures did not count
 
     async def test_counted_per_client_address_behind_a_trusted_proxy(
         self, client: httpx.AsyncClient

@@ -55,7 +55,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     )
     embedded = scheme_of(settings.database) == "sqlite"
     redis_client = (
-        connect(settings.redis_url, settings.redis_timeout_ms) if settings.redis_url else None
+        connect(settings.redis_url, settings.redis_reply_timeout_ms) if settings.redis_url else None
     )
     audit = AuditLog(clock=clock, retention_days=settings.audit_retention_days)
     keys = KeyService(storage, prefix=settings.key_prefix, audit=audit, clock=clock)
@@ -81,7 +81,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     in_flight: InFlight = LocalInFlight()
     if redis_client is not None:
         in_flight = RedisInFlight(
-            redis_client, prefix=settings.redis_prefix, timeout_ms=settings.redis_timeout_ms
+            redis_client,
+            prefix=settings.redis_prefix,
+            reply_timeout_ms=settings.redis_reply_timeout_ms,
         )
     idempotency = IdempotencyService(storage, keyring_for(settings), in_flight, clock=clock)
     ratelimiter = RateLimiter(
@@ -174,9 +176,10 @@ def revocation_feed(
         await verifier.invalidate(frozenset(message.split(",")))
 
     feed = RedisRevocations(
-        connect(settings.redis_url, settings.redis_timeout_ms, subscriber=True),
+        connect(settings.redis_url, settings.redis_reply_timeout_ms, subscriber=True),
         prefix=settings.redis_prefix,
-        timeout_ms=settings.redis_timeout_ms,
+        reply_timeout_ms=settings.redis_reply_timeout_ms,
+        retry_seconds=settings.key_cache_ttl_seconds,
         on_revoked=evict,
         on_resubscribed=verifier.clear,
     )
@@ -205,6 +208,7 @@ def window_counter(settings: Settings, redis_client: Redis | None, clock: Clock)
         redis_client,
         prefix=settings.redis_prefix,
         timeout_ms=settings.redis_timeout_ms,
+        reply_timeout_ms=settings.redis_reply_timeout_ms,
         failure_mode=settings.redis_failure_mode,
         fallback=memory,
     )

@@ -40,6 +40,7 @@ from keystile.http.context import SCOPE_KEY, RequestContext
 from keystile.http.paths import canonical_path, raw_path_of
 from keystile.keys.models import Caller, OperatorKey
 from keystile.keys.verifier import INVALID
+from keystile.ratelimit.models import AddressBlocked
 from keystile.redaction import looks_secret, redact
 
 log = logging.getLogger("keystile.api")
@@ -54,6 +55,7 @@ PERMISSION_EXTENSION = "x-keystile-permission"
 AUDIENCE_EXTENSION = "x-keystile-audience"
 ACCOUNT_HEADER = b"keystile-account"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+TOO_MANY_FAILURES = "Too many failed authentications from this address."
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,10 +344,24 @@ class Pipeline:
         if endpoint.protected:
             caller = await self.authenticate(scope, ctx, endpoint)
             key = caller.key
-            if key is not None:
-                if key.account_suspended:
-                    raise errors.AccountSuspended()
-                decision = await self.ratelimiter.admit(key)  # operator keys: never limited
+            address = ctx.client or "unknown"
+            if key is None:  # an operator key: never rate limited, but never past a block
+                blocked = await self.ratelimiter.check_address(address)
+                if blocked is not None:
+                    raise errors.RateLimited(blocked.retry_after, TOO_MANY_FAILURES)
+                self._accepted(caller)
+            elif key.account_suspended:
+                # Before the rate limit (a suspended key uses no quota), after
+                # the address block (a guesser learns nothing from a 403).
+                blocked = await self.ratelimiter.check_address(address)
+                if blocked is not None:
+                    raise errors.RateLimited(blocked.retry_after, TOO_MANY_FAILURES)
+                raise errors.AccountSuspended()
+            else:
+                decision = await self.ratelimiter.admit_from(address, key)
+                if isinstance(decision, AddressBlocked):  # blocked by another instance
+                    raise errors.RateLimited(decision.retry_after, TOO_MANY_FAILURES)
+                self._accepted(caller)
                 if decision is not None:
                     ctx.extra_headers.extend(decision.headers())
                     if not decision.allowed:
@@ -364,22 +380,37 @@ class Pipeline:
             await endpoint.app(scope, receive, send)
 
     async def authenticate(self, scope: Scope, ctx: RequestContext, endpoint: Endpoint) -> Caller:
-        """Who calls and for which account: 401 (429 once the address has
-        failed too often); 400/404 for a ``Keystile-Account`` header that does
-        not fit the key and the endpoint (contract §9)."""
+        """Who calls and for which account: 401; 429 once the address has
+        failed too often; 400/404 for a ``Keystile-Account`` header that does
+        not fit the key and the endpoint (contract §9).
+
+        An address over ``KEYSTILE_AUTH_FAILURE_LIMIT`` is refused before its
+        key is looked up, whatever the key, until the window ends: first from
+        this process's own list (no I/O), then, just before a storage lookup,
+        from the shared counter (blocks made by other instances); a cached key
+        is checked in the rate-limit call (``admit_from``).
+        """
+        address = ctx.client or "unknown"
+        blocked = self.ratelimiter.blocked(address)
+        if blocked is not None:
+            raise errors.RateLimited(blocked.retry_after, TOO_MANY_FAILURES)
+
+        async def refuse_if_blocked() -> None:  # blocks made by other instances
+            blocked = await self.ratelimiter.check_address(address)
+            if blocked is not None:
+                raise errors.RateLimited(blocked.retry_after, TOO_MANY_FAILURES)
+
         token = bearer_token(scope)
         if token is not None and self.verifier.is_operator_token(token):
-            operator = await self.verifier.verify_operator(token)
-            self.metrics.verified("VALID" if operator else INVALID.outcome.value)
+            operator = await self.verifier.verify_operator(token, before_lookup=refuse_if_blocked)
             if operator is not None:
                 ctx.caller = await self._operator_caller(scope, operator, endpoint)
-                self.verifier.note_use(operator)
                 return ctx.caller
+            self.metrics.verified(INVALID.outcome.value)
             return await self._refuse(ctx)
-        result = await self.verifier.verify(token) if token is not None else INVALID
-        # Every failure counts as INVALID: /metrics is anonymous, and must not
-        # tell a caller whether a key it presented was revoked or expired.
-        self.metrics.verified(result.outcome.value if result.valid else INVALID.outcome.value)
+        result = INVALID
+        if token is not None:
+            result = await self.verifier.verify(token, before_lookup=refuse_if_blocked)
         if result.valid and result.key is not None:
             ctx.key = result.key
             if _account_header(scope) is not None:
@@ -392,9 +423,18 @@ class Pipeline:
                 permissions=frozenset(result.key.permissions),
                 key=result.key,
             )
-            self.verifier.note_use(result.key)
             return ctx.caller
+        # Every failure counts as INVALID: /metrics is anonymous, and must not
+        # tell a caller whether a key it presented was revoked or expired.
+        self.metrics.verified(INVALID.outcome.value)
         return await self._refuse(ctx)
+
+    def _accepted(self, caller: Caller) -> None:
+        """A key that passed authentication and the address block: counted
+        VALID, its use recorded. (A request refused by a block elsewhere
+        records nothing: /metrics must not tell that the key was good.)"""
+        self.metrics.verified("VALID")
+        self.verifier.note_use(caller.operator or caller.key)  # type: ignore[arg-type]
 
     async def _operator_caller(
         self, scope: Scope, operator: OperatorKey, endpoint: Endpoint
@@ -420,9 +460,7 @@ class Pipeline:
         # count against any key's quota.
         decision = await self.ratelimiter.failed_authentication(ctx.client or "unknown")
         if not decision.allowed:
-            raise errors.RateLimited(
-                decision.retry_after, "Too many failed authentications from this address."
-            )
+            raise errors.RateLimited(decision.retry_after, TOO_MANY_FAILURES)
         raise errors.InvalidKey()
 
     def _observe(self, scope: Scope, ctx: RequestContext) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hmac
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
@@ -164,7 +164,9 @@ class KeyVerifier:
             return True
         return False
 
-    async def verify_operator(self, token: str) -> OperatorKey | None:
+    async def verify_operator(
+        self, token: str, *, before_lookup: Callable[[], Awaitable[None]] | None = None
+    ) -> OperatorKey | None:
         """The active operator key ``token`` is, else None (contract §9).
 
         The same path as an account key's: length, checksum before any
@@ -182,6 +184,8 @@ class KeyVerifier:
         if key is None:
             if not tokens.is_well_formed(token, self._prefix, tokens.ROOT):
                 return None
+            if before_lookup is not None:
+                await before_lookup()
             if use_cache:
                 await self._stale()
             epoch = self.operator_cache.epoch
@@ -196,12 +200,17 @@ class KeyVerifier:
                 self.operator_cache.put(digest, key, now, epoch)
         return key if key.revoked_at is None else None
 
-    async def verify(self, token: str) -> Verification:
+    async def verify(
+        self, token: str, *, before_lookup: Callable[[], Awaitable[None]] | None = None
+    ) -> Verification:
         """The outcome for ``token``; all but INVALID carry the key.
 
         Has no side effect on the key (see :meth:`note_use`). Never raises
         for bad input; raises ``StorageUnavailable`` when the database is
-        needed and cannot answer.
+        needed and cannot answer. ``before_lookup`` is awaited just before
+        storage would be searched for the token (a well-formed token that is
+        not cached) and may raise to refuse the request: then nothing
+        reaches storage (the failed-authentication block).
         """
         if len(token) != self._token_length or not token.isascii():
             return INVALID
@@ -219,6 +228,8 @@ class KeyVerifier:
             # and a digest identifies its token.
             if not tokens.is_well_formed(token, self._prefix):
                 return INVALID
+            if before_lookup is not None:
+                await before_lookup()
             # Note the revocation counter *before* reading: a revocation that
             # commits after the read changes the counter from what was noted,
             # so the next cache hit sees it and drops what this read cached.

@@ -30,6 +30,18 @@ class Count:
 
     count: int  # this request's position in its window, 1-based
     reset: float  # Unix time (seconds) at which the window ends
+    guarded: bool = False  # vetoed by its guard: nothing counted; count and reset are the guard's
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A second counter that can veto a hit: while ``key``'s count in its own
+    current window is at least ``limit.amount``, the hit counts nothing and
+    returns the guard's count and reset (``Count.guarded``). Read in the same
+    atomic step as the hit, so it costs no extra round trip."""
+
+    key: str
+    limit: Limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +79,23 @@ class Decision:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class AddressBlocked:
+    """Refused: the client address has used its failed-authentication budget
+    for the current window; every request from it is refused until ``reset``."""
+
+    reset: int  # whole Unix seconds when the window ends
+    retry_after: int  # whole seconds >= 1 until then
+
+    @classmethod
+    def until(cls, reset: float, now: float) -> AddressBlocked:
+        return cls(reset=math.ceil(reset), retry_after=max(1, math.ceil(reset - now)))
+
+
 class RateLimiterUnavailable(Exception):
-    """The shared counter store cannot be reached and the policy is to fail closed."""
+    """The shared counter store cannot count this request: it is unreachable
+    and the policy is to fail closed, or it did not answer in time (then the
+    request may or may not have been counted, so it is never admitted)."""
 
 
 class WindowCounter(Protocol):
@@ -78,8 +105,14 @@ class WindowCounter(Protocol):
     position: of any ``amount + k`` concurrent requests exactly ``amount``
     see ``count <= amount``."""
 
-    async def hit(self, key: str, window_seconds: int, cost: int = 1) -> Count:
-        """Add ``cost`` to the current window's counter; ``cost=0`` only reads it."""
+    async def hit(
+        self, key: str, window_seconds: int, cost: int = 1, guard: Guard | None = None
+    ) -> Count:
+        """Add ``cost`` to the current window's counter; ``cost=0`` only reads it.
+
+        With a ``guard`` whose counter has reached its limit, nothing is
+        added and the guard's count is returned (see :class:`Guard`). Raises
+        :class:`RateLimiterUnavailable` when the request cannot be counted."""
 
     async def ping(self) -> None: ...
 

@@ -4,12 +4,43 @@ from __future__ import annotations
 
 from keystile import clock as clocks
 from keystile.keys.models import ApiKey, Tier
-from keystile.ratelimit.models import Decision, Limit, WindowCounter
+from keystile.ratelimit.models import AddressBlocked, Count, Decision, Guard, Limit, WindowCounter
+
+
+class BlockedAddresses:
+    """The addresses this process knows to be over their failed-authentication
+    limit, until their window ends: a set lookup, no I/O.
+
+    Failed-authentication windows are aligned to the clock and all of one
+    length, so every entry ends at the same instant: a block for a later
+    window replaces the whole set, and memory holds only the current window's
+    addresses (each of which had to fail ``limit`` times to get in)."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._addresses: set[str] = set()
+
+    def add(self, address: str, until: float) -> None:
+        if until > self._until:
+            self._until = until
+            self._addresses = set()
+        if until == self._until:
+            self._addresses.add(address)
+
+    def get(self, address: str, now: float) -> AddressBlocked | None:
+        if address in self._addresses and now < self._until:
+            return AddressBlocked.until(self._until, now)
+        return None
 
 
 class RateLimiter:
     """Per-key limits by tier, and a stricter per-address limit on failed
-    authentication that never touches any key's quota."""
+    authentication that never touches any key's quota.
+
+    An address that has failed ``auth_failures.amount`` times in a window is
+    blocked until the window ends: every request from it is refused, whatever
+    key it presents, before the key is looked up (see ``blocked``,
+    ``check_address`` and ``admit_from``)."""
 
     def __init__(
         self,
@@ -23,6 +54,7 @@ class RateLimiter:
         self._tiers = tiers
         self._auth_failures = auth_failures
         self._clock = clock
+        self._blocked = BlockedAddresses()
 
     def limit_of(self, key: ApiKey) -> Limit | None:
         """The key's own rule when it has one (contract §11), else its tier's;
@@ -45,6 +77,21 @@ class RateLimiter:
         counted = await self.counter.hit(self.counter_of(key), limit.window_seconds)
         return Decision.of(limit, counted, self._clock())
 
+    async def admit_from(self, address: str, key: ApiKey) -> Decision | AddressBlocked | None:
+        """Count one request of ``key`` sent from ``address``, unless the
+        address is blocked (by this or any other instance): then nothing is
+        counted and the block is returned. The address's failure counter is
+        read in the same call as the key's increment (a :class:`Guard`); an
+        unmetered key costs one read of it."""
+        limit = self.limit_of(key)
+        if limit is None:
+            return await self.check_address(address)
+        guard = Guard(self._failures_of(address), self._auth_failures)
+        counted = await self.counter.hit(self.counter_of(key), limit.window_seconds, guard=guard)
+        if counted.guarded:
+            return self._note_failures(address, counted)
+        return Decision.of(limit, counted, self._clock())
+
     async def peek(self, key: ApiKey) -> Decision | None:
         """``key``'s quota as it stands, counting nothing."""
         limit = self.limit_of(key)
@@ -53,8 +100,32 @@ class RateLimiter:
         counted = await self.counter.hit(self.counter_of(key), limit.window_seconds, cost=0)
         return Decision.peek(limit, counted, self._clock())
 
-    async def failed_authentication(self, address: str) -> Decision:
-        """Count one failed authentication from ``address``."""
+    def blocked(self, address: str) -> AddressBlocked | None:
+        """The block on ``address`` as this process knows it (no I/O)."""
+        return self._blocked.get(address, self._clock())
+
+    async def check_address(self, address: str) -> AddressBlocked | None:
+        """The block on ``address`` as the shared counter knows it (failures
+        seen by other instances included): one read, counting nothing."""
         limit = self._auth_failures
-        counted = await self.counter.hit(f"auth:{address}", limit.window_seconds)
+        counted = await self.counter.hit(self._failures_of(address), limit.window_seconds, cost=0)
+        return self._note_failures(address, counted)
+
+    async def failed_authentication(self, address: str) -> Decision:
+        """Count one failed authentication from ``address``. The decision is
+        this request's (allowed: answer 401; else 429); once the count reaches
+        the limit, the address is blocked for the rest of the window."""
+        limit = self._auth_failures
+        counted = await self.counter.hit(self._failures_of(address), limit.window_seconds)
+        self._note_failures(address, counted)
         return Decision.of(limit, counted, self._clock())
+
+    def _note_failures(self, address: str, counted: Count) -> AddressBlocked | None:
+        if counted.count < self._auth_failures.amount:
+            return None
+        self._blocked.add(address, counted.reset)
+        return AddressBlocked.until(counted.reset, self._clock())
+
+    @staticmethod
+    def _failures_of(address: str) -> str:
+        return f"auth:{address}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from keystile import clock as clocks
-from keystile.ratelimit.models import Count
+from keystile.ratelimit.models import Count, Guard
 
 
 class MemoryWindows:
@@ -20,10 +20,18 @@ class MemoryWindows:
         # seen in the current window.
         self._windows: dict[int, tuple[int, dict[str, int]]] = {}
 
-    async def hit(self, key: str, window_seconds: int, cost: int = 1) -> Count:
-        return self.hit_now(key, window_seconds, cost)
+    async def hit(
+        self, key: str, window_seconds: int, cost: int = 1, guard: Guard | None = None
+    ) -> Count:
+        return self.hit_now(key, window_seconds, cost, guard)
 
-    def hit_now(self, key: str, window_seconds: int, cost: int = 1) -> Count:
+    def hit_now(
+        self, key: str, window_seconds: int, cost: int = 1, guard: Guard | None = None
+    ) -> Count:
+        if guard is not None:
+            guarding = self.hit_now(guard.key, guard.limit.window_seconds, 0)
+            if guarding.count >= guard.limit.amount:
+                return Count(guarding.count, guarding.reset, guarded=True)
         index = math.floor(self._clock() / window_seconds)
         current = self._windows.get(window_seconds)
         if current is None or current[0] != index:
