@@ -4,8 +4,8 @@
 Every variant (``--variant NAME=REF[:ENV=VALUE,...]``, see
 ``bench/variants.py``) gets its own ``keystile serve`` with its own database,
 all running at once; each scenario (``bench/scenarios.py``) is then measured
-in interleaved rounds, every variant once per round (A B A B ...), with wrk
-on loopback. Absolute figures move 10-30 % on this shared machine; what one
+in interleaved rounds, every variant once per round (A B, B A, A B, ...:
+the order rotates unless ``--order fixed``), with wrk on loopback. Absolute figures move 10-30 % on this shared machine; what one
 run can tell is the ratio of each variant to the first, and the spread of the
 rounds shows how far to trust it.
 
@@ -174,13 +174,21 @@ def _measure(
         load = round(os.getloadavg()[0], 2)
         watch.others_cores()
         runs = {}
-        for name, target in targets.items():
+        order = list(targets)
+        if options.order == "rotate":  # no variant always runs first (or last) in a round
+            shift = (number - 1) % len(order)
+            order = order[shift:] + order[:shift]
+        for name in order:
+            target = targets[name]
             runs[name] = run.wrk(
                 target.url, options.connections, options.seconds, target.script, target.header
             )
         others = watch.others_cores()
-        rounds.append({"round": number, "load_1m": load, "others_cores": others, "runs": runs})
-        line = "  ".join(f"{name} {r['rps']:,.0f}" for name, r in runs.items())
+        runs = {name: runs[name] for name in targets}
+        rounds.append(
+            {"round": number, "order": order, "load_1m": load, "others_cores": others, "runs": runs}
+        )
+        line = "  ".join(f"{name} {runs[name]['rps']:,.0f}" for name in order)
         print(f"{scenario.name} round {number}: {line} rps (load {load}, others {others} cores)")
     return {"description": scenario.description, "rounds": rounds, "summary": _summary(rounds)}
 
@@ -237,7 +245,7 @@ def run_comparison(variants: list[Variant], options: argparse.Namespace) -> dict
         },
         "settings": {
             key: getattr(options, key)
-            for key in ("rounds", "seconds", "connections", "workers", "database")
+            for key in ("rounds", "seconds", "connections", "workers", "database", "order")
         },
         "variants": [
             {"name": v.name, "ref": v.ref, "commit": describe(v.ref), "env": dict(v.env)}
@@ -324,7 +332,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{results['command']}` on {results['date']}; raw data in "
         f"`bench/results/{result_file(results).name}`.",
         "",
-        f"Variants: {variants}. {settings['rounds']} interleaved rounds of "
+        f"Variants: {variants}. {settings['rounds']} interleaved rounds "
+        f"({'rotated' if settings.get('order') == 'rotate' else 'fixed'} order) of "
         f"{settings['seconds']} s per variant, {settings['connections']} connections, "
         f"{settings['workers']} keystile worker{'s' if settings['workers'] > 1 else ''}, "
         f"{settings['database']}; "
@@ -413,6 +422,8 @@ def parse_options(argv: list[str]) -> tuple[list[Variant], argparse.Namespace]:
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration of each run (default 5)")  # fmt: skip
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="keystile workers (default 1)")
+    parser.add_argument("--order", choices=["rotate", "fixed"], default="rotate",
+                        help="rotate: each round starts one variant later (A B, B A, ...); fixed: A B, A B, ... (default rotate)")  # fmt: skip
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
                         help="sqlite (embedded, default) or postgres (a throwaway database per variant)")  # fmt: skip
     parser.add_argument("--name", help="names the results file and the docs section (default: the variant names)")  # fmt: skip

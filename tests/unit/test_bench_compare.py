@@ -76,6 +76,7 @@ def test_options_default_and_refusals(capsys: pytest.CaptureFixture[str]) -> Non
     variants, options = parse_options(["--variant", "before=HEAD~1", "--variant", "after=HEAD"])
     assert [v.name for v in variants] == ["before", "after"]
     assert (options.rounds, options.seconds, options.connections, options.workers) == (5, 5, 64, 1)
+    assert options.order == "rotate"
     assert (options.scenario, options.database, options.name) == (
         ["verify"],
         "sqlite",
