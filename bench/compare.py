@@ -4,10 +4,11 @@
 Every variant (``--variant NAME=REF[:ENV=VALUE,...]``, see
 ``bench/variants.py``) gets its own ``keystile serve`` with its own database,
 all running at once; each scenario (``bench/scenarios.py``) is then measured
-in interleaved rounds, every variant once per round (A B, B A, A B, ...:
-the order rotates unless ``--order fixed``), with wrk on loopback. Absolute figures move 10-30 % on this shared machine; what one
-run can tell is the ratio of each variant to the first, and the spread of the
-rounds shows how far to trust it.
+in interleaved rounds, every variant once per round (A B, B A, A B, ...: the
+order rotates unless ``--order fixed``), with wrk on loopback. Absolute
+figures move 10-30 % on this shared machine; what one run can tell is the
+ratio of each variant to the first, and the spread of the rounds shows how
+far to trust it.
 
 Writes a markdown table to stdout and ``bench/results/compare-<date>-<name>.json``;
 ``--docs`` also puts the table in docs/benchmarks.md, in a section of its own
@@ -29,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import run
+from bench.machine import CpuWatch
 from bench.report import COMPARING
 from bench.scenarios import PERMISSIONS, SCENARIOS, Bench, Scenario, Server, Target, routes_toml
 from bench.variants import Variant, VariantError, bin_dir, describe, parse_variants
@@ -45,54 +46,6 @@ DOCS = run.ROOT / "docs" / "benchmarks.md"
 BUSY_LOAD = 1.5  # 1-minute load average on this 2-core machine
 BUSY_OTHERS = 0.5  # cores taken by other processes while a round runs
 REFERENCE = "(reference)"
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-# -- what the machine is doing ---------------------------------------------------------
-
-
-def _busy_ticks() -> int:
-    """CPU ticks spent not idle, all cores, since boot (/proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return sum(values) - values[3] - values[4]  # less idle and iowait
-
-
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            for child in task.read_text().split():
-                found += [int(child), *_descendants(int(child))]
-    return found
-
-
-def _own_ticks() -> float:
-    """CPU ticks of this process, its finished children (wrk) and its live
-    descendants (the servers and their workers)."""
-    times = os.times()
-    total = (times.user + times.system + times.children_user + times.children_system) * _HZ
-    for pid in _descendants(os.getpid()):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(n) for n in fields[11:15])  # utime, stime, cutime, cstime
-    return total
-
-
-class CpuWatch:
-    """Cores used by other processes than this benchmark's, between two calls.
-
-    The load average cannot tell: after the first round it counts this
-    benchmark's own server and wrk (≈ 1.5-2 on 2 cores)."""
-
-    def __init__(self) -> None:
-        self._mark = (time.monotonic(), _busy_ticks(), _own_ticks())
-
-    def others_cores(self) -> float:
-        began, busy, own = self._mark
-        self._mark = (time.monotonic(), _busy_ticks(), _own_ticks())
-        elapsed = self._mark[0] - began
-        others = (self._mark[1] - busy) - (self._mark[2] - own)
-        return round(max(0.0, others / _HZ / elapsed), 2) if elapsed > 0 else 0.0
 
 
 # -- the servers ---------------------------------------------------------------------------
@@ -332,7 +285,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{results['command']}` on {results['date']}; raw data in "
         f"`bench/results/{result_file(results).name}`.",
         "",
-        f"Variants: {variants}. {settings['rounds']} interleaved rounds "
+        f"Variants: {variants}. {settings['rounds']} interleaved round{'s' if settings['rounds'] > 1 else ''} "
         f"({'rotated' if settings.get('order') == 'rotate' else 'fixed'} order) of "
         f"{settings['seconds']} s per variant, {settings['connections']} connections, "
         f"{settings['workers']} keystile worker{'s' if settings['workers'] > 1 else ''}, "
