@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run install check test bench timing clean
+.PHONY: run install check test bench bench-compare timing clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: check
 bench: install
 	$(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.run
+
+## Builds or configurations measured against each other in one run (docs/benchmarks.md,
+## "Comparing two builds or two configurations"), e.g.
+## make bench-compare ARGS='--variant before=242b2b0 --variant after=HEAD --scenario verify'
+bench-compare: install
+	$(BIN)/python -m bench.compare $(ARGS)
 
 ## The timing report of docs/security.md (about a minute).
 timing: install

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+COMPARING = "## Comparing two builds or two configurations"
+
 TARGETS_NOTE = """\
 ## Reading the targets across runs
 
@@ -159,7 +161,17 @@ def _targets(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _kept(path: Path) -> str:
+    """What ``make bench`` does not write but must keep: the part of the
+    file from the ``COMPARING`` heading on (how to compare builds, and every
+    comparison's own section, written by ``bench.compare.write_section``)."""
+    text = path.read_text() if path.exists() else ""
+    at = text.find(f"\n{COMPARING}\n")
+    return text[at:] if at >= 0 else ""
+
+
 def write_report(results: dict[str, Any], path: Path) -> None:
+    """Write ``path`` from ``results``, keeping its comparisons part."""
     machine = results["machine"]
     memory = results.get("memory", {})
     lines = [
@@ -213,7 +225,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         lines += [f"- {share:.1f} % {module}" for module, share in top]
         lines.append("")
     lines.append(TARGETS_NOTE)
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + _kept(path))
 
 
 if __name__ == "__main__":

@@ -117,10 +117,10 @@ def wrk(
 
 @contextlib.contextmanager
 def process(
-    command: list[str], env: dict[str, str], health: str, log: Path
+    command: list[str], env: dict[str, str], health: str, log: Path, cwd: Path = ROOT
 ) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
@@ -149,9 +149,11 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli(env: dict[str, str], *args: str) -> dict[str, Any]:
+def cli(env: dict[str, str], *args: str, keystile: Path | None = None) -> dict[str, Any]:
+    """``keystile ARGS --json`` (this checkout's, or the ``keystile``
+    executable given): the ``data`` of its output."""
     out = subprocess.run(
-        [str(VENV / "keystile"), *args, "--json"],
+        [str(keystile or VENV / "keystile"), *args, "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -488,10 +490,10 @@ def main() -> None:
     )
 
 
-def cleanup_redis(prefix: str) -> None:
+def cleanup_redis(prefix: str, url: str = REDIS) -> None:
     import redis
 
-    client = redis.Redis.from_url(REDIS)
+    client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(f"{prefix}:*"))
     if keys:
         client.delete(*keys)
