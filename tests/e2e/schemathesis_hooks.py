@@ -19,12 +19,13 @@ environment (all set by the test):
   responses each kind of hostile request got (the test requires every kind
   to have been sent).
 
-Generation: about half of the cases of every operation carry one kind (path
-tricks and pasted secrets in path parameters, secrets in query strings,
-request ids and bodies, identity headers in other spellings, expanding
-characters in names, another account's key in verify). A mutation only
-ever makes a case less valid, never more: a negative case stays negative,
-so Schemathesis' own ``negative_data_rejection`` stays meaningful.
+Generation: about half of the fuzzing phase's cases of every operation
+carry one kind (path tricks and pasted secrets in path parameters, secrets
+in query strings, request ids and bodies, identity headers in other
+spellings, expanding characters in names, another account's key in verify,
+shared idempotency keys). An edit never makes an invalid case valid: a
+negative case stays negative, so Schemathesis' own
+``negative_data_rejection`` keeps its meaning.
 
 Checks (each its own name in Schemathesis' report), applied to every
 response of every phase; each kind is recognised from the request as it
@@ -41,7 +42,7 @@ import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
-from functools import cache
+from functools import cache, partial
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,10 @@ from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 import hypothesis.strategies as st
 import requests.models
 import schemathesis
-from schemathesis.core.parameters import EncodedPath
+from schemathesis.core.parameters import ParameterLocation
 
 AnyCase = schemathesis.Case[Any]
+Operation = schemathesis.APIOperation[Any, Any, Any, Any]
 
 # --- What the run knows ---------------------------------------------------------------------------
 
@@ -63,9 +65,14 @@ def admin_secret() -> str:
 
 
 @cache
+def foreign_secret() -> str:
+    return os.environ["FUZZ_FOREIGN_SECRET"]
+
+
+@cache
 def secrets() -> tuple[str, ...]:
     """Secrets that no response may contain, nor any 16-character piece of."""
-    return (admin_secret(), os.environ["FUZZ_FOREIGN_SECRET"])
+    return (admin_secret(), foreign_secret())
 
 
 @cache
@@ -174,21 +181,6 @@ IDEMPOTENCY_KEYS = ("fuzz-idempotency-1", "fuzz-idempotency-2")
 # --- Generation hooks -----------------------------------------------------------------------------
 
 
-def _operation_path(context: schemathesis.HookContext) -> str:
-    return context.operation.path if context.operation is not None else ""
-
-
-def _own_endpoint(context: schemathesis.HookContext) -> bool:
-    return not _operation_path(context).startswith(gateway_prefix())
-
-
-def sometimes(original: Any, mutations: list[st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
-    """Half the time the original value, else one of the mutations. Hypothesis
-    starts from (and shrinks toward) ``False``: a mutation, so even a short
-    run sends every kind, and a failure shrinks toward its hostile input."""
-    return st.booleans().flatmap(lambda keep: st.just(original) if keep else st.one_of(*mutations))
-
-
 @schemathesis.hook
 def before_load_schema(context: schemathesis.HookContext, raw_schema: dict[str, Any]) -> None:
     """Describe the gateway route, as an operator would describe the upstream."""
@@ -214,74 +206,104 @@ def before_load_schema(context: schemathesis.HookContext, raw_schema: dict[str, 
     }
 
 
-@schemathesis.hook
-def flatmap_path_parameters(
-    context: schemathesis.HookContext, path_parameters: dict[str, Any] | None
-) -> st.SearchStrategy[dict[str, Any] | None]:
-    """Half of the cases put a path trick in place of a path parameter, or
-    (on keystile's own endpoints) a secret; sent exactly as written."""
-    if not path_parameters:
-        return st.just(path_parameters)
-    names = st.sampled_from(sorted(path_parameters))
+# An edit of a generated case: it changes the case (a copy) in place.
+Edit = Callable[[AnyCase], None]
 
-    def replaced(values: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any] | None]:
-        return st.tuples(names, st.sampled_from(values)).map(
-            lambda pick: {**path_parameters, pick[0]: EncodedPath(pick[1])}
+
+@schemathesis.hook
+def flatmap_case(context: schemathesis.HookContext, case: AnyCase) -> st.SearchStrategy[AnyCase]:
+    """Half of the fuzzing phase's cases carry one kind. The other phases
+    are left as generated (the stateful one follows links with the ids it
+    was given), and their responses are checked all the same."""
+    if case.meta is None or case.meta.phase.name != "fuzzing":
+        return st.just(case)
+    return edits_for(case.operation).map(lambda edit: _edited(case, edit))
+
+
+def _edited(case: AnyCase, edit: Edit | None) -> AnyCase:
+    if edit is None:
+        return case
+    copy = case.derive(keep_auth=True)
+    edit(copy)
+    return copy
+
+
+_EDITS: dict[str, st.SearchStrategy[Edit | None]] = {}
+
+
+def edits_for(operation: Operation) -> st.SearchStrategy[Edit | None]:
+    """No edit half the time, else one kind that fits the operation. Built
+    once per operation. Hypothesis starts from (and shrinks toward) the
+    first branch: an edit, so even a short run sends every kind, and a
+    failure shrinks toward its hostile input."""
+    if operation.label not in _EDITS:
+        kinds = [
+            *_path_edits(operation),
+            *_body_edits(operation),
+            *_query_edits(operation),
+            *_header_edits(operation),
+        ]
+        # (mapped, so that one_of does not flatten the kinds into it)
+        _EDITS[operation.label] = st.one_of(st.one_of(*kinds).map(lambda edit: edit), st.none())
+    return _EDITS[operation.label]
+
+
+def _path_edits(operation: Operation) -> Iterator[st.SearchStrategy[Edit]]:
+    """A path trick, or (on keystile's own endpoints) a secret, in place of
+    a path parameter, sent exactly as written."""
+    names = re.findall(r"\{(\w+)\}", operation.path)
+    if not names:
+        return
+    values: list[tuple[str, ...]] = [PATH_TRICKS]
+    if not operation.path.startswith(gateway_prefix()):
+        values.append(secret_variants(admin_secret()) + secret_variants(foreign_secret()))
+    for choices in values:
+        yield st.tuples(st.sampled_from(names), st.sampled_from(choices)).map(
+            lambda pick: lambda case: case.path_parameters.update({pick[0]: pick[1]})
         )
 
-    mutations = [replaced(PATH_TRICKS)]
-    if _own_endpoint(context):
-        foreign = os.environ["FUZZ_FOREIGN_SECRET"]
-        mutations.append(replaced(secret_variants(admin_secret()) + secret_variants(foreign)))
-    return sometimes(path_parameters, mutations)
+
+def _query_edits(operation: Operation) -> Iterator[st.SearchStrategy[Edit]]:
+    """A secret as a query parameter's name, or as ``starting_after``."""
+    if not operation.get_parameter_set(ParameterLocation.QUERY).items:
+        return
+    secrets = st.sampled_from(secret_variants(admin_secret())[:6])
+    yield secrets.map(lambda secret: lambda case: case.query.update({secret: "1"}))
+    if operation.get_parameter("starting_after", "query") is not None:
+        yield secrets.map(partial(_replacing, "query", "starting_after"))
 
 
-def _with_secret_parameter(query: dict[str, Any], variant: str) -> dict[str, Any]:
-    return {**query, variant: "1"}
-
-
-def _with_starting_after(query: dict[str, Any], variant: str) -> dict[str, Any]:
-    original = query.get("starting_after")
-    if original is not None and not (isinstance(original, str) and len(original) <= 64):
-        return query  # already invalid: replacing it could make the case valid
-    return {**query, "starting_after": variant}
-
-
-@schemathesis.hook
-def flatmap_query(
-    context: schemathesis.HookContext, query: dict[str, Any] | None
-) -> st.SearchStrategy[dict[str, Any] | None]:
-    """Half of the cases of an operation with a query string carry a secret
-    in a query parameter's value or as a parameter's name."""
-    if query is None:
-        return st.just(query)
-    variants = st.sampled_from(secret_variants(admin_secret())[:6])
-    mutations = [st.builds(_with_secret_parameter, st.just(query), variants)]
-    operation = context.operation
-    if operation is not None and operation.get_parameter("starting_after", "query") is not None:
-        mutations.append(st.builds(_with_starting_after, st.just(query), variants))
-    return sometimes(query, mutations)
-
-
-@schemathesis.hook
-def flatmap_headers(
-    context: schemathesis.HookContext, headers: dict[str, Any] | None
-) -> st.SearchStrategy[dict[str, Any] | None]:
-    """Half of the cases carry identity headers in other spellings, a secret
-    as their ``X-Request-ID`` or (on a POST) a shared ``Idempotency-Key``."""
-    base = dict(headers or {})
+def _header_edits(operation: Operation) -> Iterator[st.SearchStrategy[Edit]]:
+    """Identity headers in other spellings, a secret as ``X-Request-ID``,
+    or (on a POST) a shared ``Idempotency-Key``."""
     identity = st.lists(
         st.sampled_from(IDENTITY_HEADERS), min_size=1, max_size=4, unique_by=lambda h: h[0].lower()
-    ).map(lambda chosen: {**base, **dict(chosen)})
-    request_ids = st.sampled_from(
-        [v for v in secret_variants(admin_secret()) if "/" not in v][:7]
-    ).map(lambda secret: {**base, "X-Request-ID": secret})
-    mutations = [identity, request_ids]
-    method = context.operation.method.upper() if context.operation is not None else ""
-    if method == "POST":
-        keys = st.sampled_from(IDEMPOTENCY_KEYS)
-        mutations.append(keys.map(lambda key: {**base, "Idempotency-Key": key}))
-    return sometimes(headers, mutations)
+    )
+    yield identity.map(lambda chosen: lambda case: case.headers.update(dict(chosen)))
+    request_ids = [v for v in secret_variants(admin_secret()) if "/" not in v][:7]
+    yield st.sampled_from(request_ids).map(
+        lambda secret: lambda case: case.headers.update({"X-Request-ID": secret})
+    )
+    if operation.method.upper() == "POST":
+        yield st.sampled_from(IDEMPOTENCY_KEYS).map(
+            lambda key: lambda case: case.headers.update({"Idempotency-Key": key})
+        )
+
+
+def _body_edits(operation: Operation) -> Iterator[st.SearchStrategy[Edit]]:
+    """In a JSON-object body: expanding characters in a name or description,
+    (in verify) another account's key or the admin's in another case, and a
+    secret as an unknown field's name."""
+    if operation.method.upper() not in ("POST", "PUT", "PATCH"):
+        return
+    if operation.path == "/v1/keys/verify":
+        keys = st.sampled_from((foreign_secret(), admin_secret().upper(), admin_secret().lower()))
+        yield keys.map(partial(_replacing, "body", "key"))
+    texts = st.builds(operator.mul, st.sampled_from(EXPANDING), st.sampled_from(EXPANDING_COUNTS))
+    for field in ("name", "description"):
+        yield texts.map(partial(_replacing, "body", field))
+    secrets = st.sampled_from(secret_variants(admin_secret())[:8])
+    yield secrets.map(lambda secret: partial(_add_body_field, secret))
 
 
 def _text_of(lengths: tuple[int, int], nullable: bool = False) -> Callable[[Any], bool]:
@@ -292,42 +314,36 @@ def _text_of(lengths: tuple[int, int], nullable: bool = False) -> Callable[[Any]
     )
 
 
-# Each body field the hooks replace, with what the schema accepts in it.
-BODY_FIELDS = {
+# The fields the edits replace, with what the schema accepts in each.
+VALID = {
     "name": _text_of((1, 1000)),
     "description": _text_of((0, 1000), nullable=True),
     "key": _text_of((0, 512)),
+    "starting_after": _text_of((0, 64), nullable=True),
 }
 
 
-@schemathesis.hook
-def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
-    """Half of the JSON-object bodies carry a secret as an unknown field's
-    name, expanding characters in a name or description, or (in verify)
-    another account's key or the admin's in another case. A field is only
-    replaced where its value was valid, so an invalid body stays invalid."""
-    if not isinstance(body, dict):
-        return st.just(body)
+def _replace_valid(container: str, field: str, value: str, case: AnyCase) -> None:
+    """Replace ``field`` only where the generated value was valid (or, in a
+    query, absent): replacing an invalid one could make a negative case
+    valid, and Schemathesis would then expect a rejection that rightly
+    does not come."""
+    values = case.body if container == "body" else case.query
+    if not isinstance(values, dict):
+        return
+    if container == "body" and field not in values:
+        return
+    if VALID[field](values.get(field)):
+        values[field] = value
 
-    def replacing(field: str, values: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
-        if field not in body or not BODY_FIELDS[field](body[field]):
-            return st.nothing()
-        return values.map(lambda value: {**body, field: value})
 
-    secret_names = st.sampled_from(secret_variants(admin_secret())[:8])
-    texts = st.builds(operator.mul, st.sampled_from(EXPANDING), st.sampled_from(EXPANDING_COUNTS))
-    mutations = [
-        replacing("name", texts),
-        replacing("description", texts),
-        secret_names.map(lambda name: {**body, name: "x"}),
-    ]
-    if _operation_path(context) == "/v1/keys/verify":
-        secret = admin_secret()
-        mutations[:0] = [
-            replacing("key", st.just(os.environ["FUZZ_FOREIGN_SECRET"])),
-            replacing("key", st.sampled_from((secret.upper(), secret.lower()))),
-        ]
-    return sometimes(body, mutations)
+def _replacing(container: str, field: str, value: str) -> Edit:
+    return partial(_replace_valid, container, field, value)
+
+
+def _add_body_field(name: str, case: AnyCase) -> None:
+    if isinstance(case.body, dict):
+        case.body = {**case.body, name: "x"}
 
 
 # --- Recognising a kind on the wire -----------------------------------------------------------------
@@ -708,7 +724,7 @@ def another_accounts_key_verifies_as_invalid(
     account's key (contract §7, issue #11 item 11)."""
     if _wire_path(response) != "/v1/keys/verify" or response.status_code != 200:
         return None
-    if os.environ["FUZZ_FOREIGN_SECRET"] not in _request_body(response):
+    if foreign_secret() not in _request_body(response):
         return None
     result = (_json(response) or {}).get("data", {})
     if result.get("valid") is not False or result.get("code") != "INVALID" or result.get("key_id"):
@@ -766,7 +782,7 @@ def kinds_of(response: schemathesis.Response) -> Iterator[str]:
         text = body
     if any(char in text for char in EXPANDING):
         yield "expanding characters in a body"
-    if url.path == "/v1/keys/verify" and os.environ["FUZZ_FOREIGN_SECRET"] in body:
+    if url.path == "/v1/keys/verify" and foreign_secret() in body:
         yield "another account's key to verify"
 
 
