@@ -4,7 +4,7 @@ valid admin key (issue #8): every operation, all of Schemathesis' checks.
 Issue #11 added its kinds of hostile input to the generated run, and checks
 of the properties that must hold whatever the input: ``schemathesis_hooks.py``
 (loaded through ``SCHEMATHESIS_HOOKS``) mixes them into about half of each
-operation's cases, adds a gateway route to an echoing upstream to the
+operation's fuzzing cases, adds a gateway route to an echoing upstream to the
 schema, checks every response, and counts what it sent; this test requires
 every kind to have been sent, and looks at the server's log and the other
 account's key afterwards.
