@@ -40,7 +40,9 @@ from tests.support import (
     psql,
 )
 
-for _name in [n for n in os.environ if n.startswith("KEYSTILE_")]:
+# Knobs of the suite itself, not settings of keystile's.
+_SUITE_KNOBS = frozenset({"KEYSTILE_FUZZ_EXAMPLES"})
+for _name in [n for n in os.environ if n.startswith("KEYSTILE_") and n not in _SUITE_KNOBS]:
     del os.environ[_name]
 
 

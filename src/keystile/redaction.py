@@ -12,8 +12,11 @@ What counts as secret-shaped, whatever the client did to it:
   letter case and with ``_`` or ``-`` between the parts;
 - a piece of one: any run of 16 or more letters and digits that mixes upper
   and lower case (a token's random body does, with overwhelming
-  probability, in every 16-character piece; ids such as ``key_01J…`` and
-  hex digests do not);
+  probability, in every 16-character piece), and any run of 20 or more
+  that mixes letters and digits in one case (a body someone upper- or
+  lower-cased: its checksum would let the original be recovered), except
+  the two shapes keystile's own ids take: a ULID (``key_01J…``) and hex
+  (``req_…``, digests);
 - the same after percent-decoding (``wbk%5Flive%5F…``), up to three rounds.
 
 Over-masking is the safe error: a masked id in an error message costs a
@@ -34,6 +37,9 @@ MASK = "[redacted]"
 MIN_PIECE = 16
 
 _RANDOM_RUN = re.compile(rf"[0-9A-Za-z]{{{MIN_PIECE},}}")
+_ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+_HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
+LONG_PIECE = 20
 # Any prefix a deployment may configure (KEYSTILE_KEY_PREFIX: 2-16 letters
 # or digits, starting with a letter), then the token's type and its body.
 _TOKEN = re.compile(
@@ -41,16 +47,28 @@ _TOKEN = re.compile(
 )
 
 
+def _case_folded_body(text: str) -> bool:
+    """A long run of letters and digits in one case that is not an id."""
+    return (
+        len(text) >= LONG_PIECE
+        and any(c.isdigit() for c in text)
+        and any(c.isalpha() for c in text)
+        and not _ULID.fullmatch(text)
+        and not _HEX.fullmatch(text)
+    )
+
+
 def _mixed_case(run: re.Match[str]) -> str:
     text = run.group(0)
-    if text.lower() != text and text.upper() != text:
+    if (text.lower() != text and text.upper() != text) or _case_folded_body(text):
         return MASK
     return text
 
 
 def _mixed_case_with_digit(run: re.Match[str]) -> str:
     text = run.group(0)
-    if text.lower() != text and text.upper() != text and any(c.isdigit() for c in text):
+    mixed = text.lower() != text and text.upper() != text and any(c.isdigit() for c in text)
+    if mixed or _case_folded_body(text):
         return MASK
     return text
 
@@ -89,3 +107,10 @@ def redact(text: str) -> str:
 def looks_secret(text: str) -> bool:
     """True when :func:`redact` would mask anything in ``text``."""
     return redact(text) is not text
+
+
+def holds_token(text: str) -> bool:
+    """True when ``text`` holds a whole keystile token or signing secret
+    (``…_live_…``, ``…_root_…``, ``whsec_…``), in any case or separator: what
+    no name, description or metadata value should ever carry."""
+    return _TOKEN.search(text) is not None or _TOKEN.search(unquote(text)) is not None

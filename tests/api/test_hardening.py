@@ -29,6 +29,7 @@ from tests.support import (
     asgi_call,
     assert_error,
     make_tenant,
+    stored_bytes,
 )
 from tests.unit.test_paths import DOT_SEGMENTS, SEPARATORS
 
@@ -210,6 +211,38 @@ class TestEchoedSecrets:
             response = await client.post("/v1/api-keys", json=body, headers=tenant.headers)
             assert_error(response, 400, "validation_error")
             assert not LEDGER.leaks_in(response.content), response.text
+
+    @pytest.mark.parametrize("field", ["name", "description", "metadata value", "metadata key"])
+    async def test_a_secret_pasted_into_free_text_is_refused(
+        self, client: httpx.AsyncClient, tenant: Tenant, field: str
+    ) -> None:
+        secret = tenant.secret
+        body: dict[str, Any] = {"name": "x", "permissions": ["read:contacts"]}
+        if field == "name":
+            body["name"] = f"copy of {secret}"
+        elif field == "description":
+            body["description"] = f"uses {secret.upper()} for now"
+        elif field == "metadata value":
+            body["metadata"] = {"k": secret.replace("_", "-")}
+        else:
+            body["metadata"] = {secret[:12] + "_x": "v"}
+        response = await client.post("/v1/api-keys", json=body, headers=tenant.headers)
+        error = assert_error(response, 400, "validation_error")
+        assert "must not contain an API key" in error["details"][0]["message"]
+        assert not LEDGER.leaks_in(response.content)
+
+    async def test_a_secret_as_an_idempotency_key_is_never_stored(
+        self, app: Pipeline, client: httpx.AsyncClient, tenant: Tenant
+    ) -> None:
+        headers = {**tenant.headers, "Idempotency-Key": tenant.secret}
+        body = {"name": "idem", "permissions": ["read:contacts"]}
+        first = await client.post("/v1/api-keys", json=body, headers=headers)
+        again = await client.post("/v1/api-keys", json=body, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert again.headers["idempotent-replayed"] == "true"
+        LEDGER.remember(first.json()["data"]["key"])
+        for where, blob in stored_bytes(app).items():
+            assert tenant.secret.encode() not in blob, where
 
     async def test_a_secret_as_a_request_id_is_neither_echoed_nor_logged(
         self, client: httpx.AsyncClient, tenant: Tenant

@@ -80,3 +80,30 @@ async def test_keys_of_0_1_0_still_work_after_the_upgrade(
             assert renamed.status_code == 200
             events = await client.get("/v1/audit-events", headers=auth)
             assert [e["action"] for e in events.json()["data"]] == ["api_key.updated"]
+
+
+async def test_idempotency_keys_are_digested_in_place(old_database: str) -> None:
+    import asyncio
+    import hashlib
+
+    await asyncio.to_thread(migrate.upgrade, old_database, "0003")
+    _run_sql(
+        old_database,
+        [
+            "INSERT INTO idempotency_records (account_id, caller_key_id, idempotency_key, "
+            "fingerprint, status_code, ciphertext, created_at, expires_at) VALUES "
+            f"('{ACCOUNT}', '{KEY}', 'client-value', 'f', 201, "
+            f"{'X' if old_database.startswith('sqlite') else ''}'00', 1, 2)",
+        ],
+    )
+    await asyncio.to_thread(migrate.upgrade, old_database)
+    from keystile.storage.sql.database import open_storage
+
+    storage = open_storage(old_database)
+    try:
+        async with storage.reader() as uow:
+            digest = hashlib.sha256(b"client-value").hexdigest()
+            assert await uow.idempotency.get(ACCOUNT, KEY, digest) is not None
+            assert await uow.idempotency.get(ACCOUNT, KEY, "client-value") is None
+    finally:
+        await storage.close()

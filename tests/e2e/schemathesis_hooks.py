@@ -285,7 +285,8 @@ def _header_edits(operation: Operation) -> Iterator[st.SearchStrategy[Edit]]:
         lambda secret: lambda case: case.headers.update({"X-Request-ID": secret})
     )
     if operation.method.upper() == "POST":
-        yield st.sampled_from(IDEMPOTENCY_KEYS).map(
+        # The admin's own secret too: it must never be stored in clear (issue #11).
+        yield st.sampled_from((*IDEMPOTENCY_KEYS, admin_secret())).map(
             lambda key: lambda case: case.headers.update({"Idempotency-Key": key})
         )
 
@@ -502,12 +503,17 @@ def _client_text(response: schemathesis.Response) -> str:
     return f"{headers}\n{body}"
 
 
+# The 201s that hand out a new secret (contract §4, §10): a create and a rotation.
+_ROTATE = re.compile(r"/v1/api-keys/key_[0-9A-HJKMNP-TV-Z]{26}/rotate")
+
+
 def _is_create(case: AnyCase, response: schemathesis.Response) -> bool:
-    return (
-        response.status_code == 201
-        and response.request.method == "POST"
-        and case.operation.path == "/v1/api-keys"
-        and _wire_path(response) == "/v1/api-keys"
+    if response.status_code != 201 or response.request.method != "POST":
+        return False
+    if case.operation.path == "/v1/api-keys":
+        return _wire_path(response) == "/v1/api-keys"
+    return case.operation.path == "/v1/api-keys/{key_id}/rotate" and bool(
+        _ROTATE.fullmatch(_wire_path(response))
     )
 
 

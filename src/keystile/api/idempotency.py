@@ -118,7 +118,7 @@ class IdempotencyLayer:
 
         async with self._service.storage.reader() as uow:
             record = await uow.idempotency.get(
-                identity.account_id, identity.caller_key_id, identity.key
+                identity.account_id, identity.caller_key_id, identity.stored_key
             )
         if record is not None and self._service.is_live(record):
             await _send_replay(send, self._service.replay(identity, record, request_print))
@@ -154,14 +154,14 @@ class IdempotencyLayer:
                 # Checked again under the write lock: another process may have
                 # committed since the optimistic read above.
                 record = await uow.idempotency.get(
-                    identity.account_id, identity.caller_key_id, identity.key
+                    identity.account_id, identity.caller_key_id, identity.stored_key
                 )
                 if record is not None:
                     if service.is_live(record):
                         return service.replay(identity, record, request_print)
                     # Past its 24 hours but not purged yet: gone, run fresh.
                     await uow.idempotency.delete(
-                        identity.account_id, identity.caller_key_id, identity.key
+                        identity.account_id, identity.caller_key_id, identity.stored_key
                     )
                 self._faults.hit("idempotency.before_handler")
                 ctx.transaction = uow
@@ -181,7 +181,7 @@ class IdempotencyLayer:
         except _LostRace:
             async with service.storage.reader() as uow:
                 record = await uow.idempotency.get(
-                    identity.account_id, identity.caller_key_id, identity.key
+                    identity.account_id, identity.caller_key_id, identity.stored_key
                 )
             if record is None:  # recorded and purged in between: vanishingly unlikely
                 raise IdempotencyKeyInUse() from None

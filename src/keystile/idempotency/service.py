@@ -67,6 +67,13 @@ class Identity:
     key: str
 
     @property
+    def stored_key(self) -> str:
+        """What is stored of the client's Idempotency-Key: its SHA-256 (hex).
+        Clients put anything in it, a secret included; lookups need only
+        equality, so the value itself is never written (issue #11)."""
+        return hashlib.sha256(self.key.encode()).hexdigest()
+
+    @property
     def lock_name(self) -> str:
         material = "\x00".join((self.account_id, self.caller_key_id, self.key))
         return hashlib.sha256(material.encode()).hexdigest()
@@ -128,7 +135,7 @@ class IdempotencyService:
         return StoredResponse(
             account_id=identity.account_id,
             caller_key_id=identity.caller_key_id,
-            idempotency_key=identity.key,
+            idempotency_key=identity.stored_key,
             fingerprint=fingerprint,
             status_code=status,
             ciphertext=self._keyring.encrypt(body, identity.associated_data(fingerprint, status)),

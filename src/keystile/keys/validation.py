@@ -15,6 +15,7 @@ from typing import Any
 from keystile.clock import to_micros
 from keystile.errors import FieldProblem, ValidationFailed
 from keystile.keys.models import Metadata, NewKey, Quota, QuotaPeriod, RateLimitRule, Tier
+from keystile.redaction import holds_token
 
 NAME_MAX = 120
 DESCRIPTION_MAX = 1000
@@ -39,7 +40,15 @@ _RFC3339 = re.compile(
 )
 
 
+SECRET_PROBLEM = "must not contain an API key or a signing secret"  # noqa: S105 (a message)
+
+
 def _bad_character(text: str, allow_whitespace_controls: bool) -> str | None:
+    """What is wrong with free text shown to people, or None. A whole key
+    pasted into a name or a description would be stored in clear and shown
+    in every listing: refused like a control character."""
+    if holds_token(text):
+        return SECRET_PROBLEM
     for char in text:
         category = unicodedata.category(char)
         if category == "Cs":
@@ -156,10 +165,10 @@ def check_metadata(
         where = f"{field}.{key}"
         if not 1 <= len(key) <= METADATA_KEY_MAX:
             problems.append(FieldProblem(where, f"keys must be 1 to {METADATA_KEY_MAX} characters"))
-        elif "[" in key or "]" in key or _bad_character(key, allow_whitespace_controls=False):
-            problems.append(
-                FieldProblem(where, "keys must not contain '[', ']' or control characters")
-            )
+        elif "[" in key or "]" in key:
+            problems.append(FieldProblem(where, "keys must not contain '[' or ']'"))
+        elif (bad := _bad_character(key, allow_whitespace_controls=False)) is not None:
+            problems.append(FieldProblem(where, f"keys {bad}"))
         if not isinstance(value, str):
             problems.append(FieldProblem(where, "values must be strings"))
         elif len(value) > METADATA_VALUE_MAX:
