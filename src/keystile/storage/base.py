@@ -6,7 +6,7 @@ the services only ever see these Protocols.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,6 +21,7 @@ from keystile.keys.models import (
     KeyStatus,
     OperatorKey,
 )
+from keystile.usage.models import Bucket, Granularity, KeyHour
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,55 @@ class AuditRepository(Protocol):
         """Delete every event created before ``before``; return how many."""
 
 
+class UsageRepository(Protocol):
+    """Metered usage (contract §11): hourly rows per key, rolled up into
+    daily rows once older than the hourly retention. Times are Unix seconds
+    on bucket boundaries; ranges are ``[start, end)``."""
+
+    async def add(self, writer: str, sequence: int, hours: Sequence[KeyHour], now: int) -> bool:
+        """Add the counts of ``hours`` to their hourly rows, one additive
+        upsert per (key, hour), so that any number of writers add up exactly.
+
+        Batches of one ``writer`` carry increasing ``sequence`` numbers and
+        each is added at most once: a batch already added (a retry after a
+        failure whose commit was in doubt) adds nothing and returns False.
+        ``now`` (Unix microseconds) dates the writer's record."""
+
+    async def used(self, counter_id: str, start: int, end: int) -> int:
+        """``allowed + forbidden`` of every key with ``counter_id`` over the
+        hourly and daily rows in ``[start, end)`` (UTC day boundaries), read
+        in one statement: exact while rows are being rolled up."""
+
+    async def buckets(
+        self,
+        account_id: str,
+        granularity: Granularity,
+        start: int,
+        end: int,
+        *,
+        key_id: str | None = None,
+        by_key: bool = False,
+    ) -> list[Bucket]:
+        """The buckets in ``[start, end)`` that have counts, of the account's
+        keys together, of ``key_id`` alone, or (``by_key``) of each key; days
+        add the daily rows to the hourly ones. In no particular order."""
+
+    async def keys_with_usage(
+        self, account_id: str, granularity: Granularity, start: int, end: int
+    ) -> list[str]:
+        """The ids of the account's keys with any count in ``[start, end)``, sorted."""
+
+    async def roll_up(self, before: int, limit: int) -> int:
+        """Move at most ``limit`` hourly rows of hours before ``before`` (a
+        day boundary) into the daily rows of their days, adding to what is
+        there; returns how many moved. Rows are deleted and added in this
+        transaction, so day totals (and :meth:`used`) never change."""
+
+    async def forget_writers(self, before: int) -> int:
+        """Delete the records of writers that added nothing since ``before``
+        (Unix microseconds); returns how many."""
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction (or of one read)."""
 
@@ -179,6 +229,9 @@ class UnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditRepository: ...
+
+    @property
+    def usage(self) -> UsageRepository: ...
 
 
 class Storage(Protocol):

@@ -27,6 +27,7 @@ from keystile.storage.sql.audit import SqlAuditEvents
 from keystile.storage.sql.common import Connection, insert_for, newest_first
 from keystile.storage.sql.operators import SqlOperatorKeys
 from keystile.storage.sql.tables import accounts, api_keys, idempotency_records
+from keystile.storage.sql.usage import SqlUsage
 
 _KEY_COLUMNS = (
     api_keys.c.id,
@@ -388,6 +389,7 @@ class SqlUnitOfWork:
         self.idempotency = SqlIdempotency(conn)
         self.operator_keys = SqlOperatorKeys(conn)
         self.audit = SqlAuditEvents(conn)
+        self.usage = SqlUsage(conn)
 
     @property
     def invalidated(self) -> set[str]:

@@ -114,3 +114,43 @@ idempotency_records = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
 )
+
+# Usage metering (contract §11, migration 0005). Bucket starts are Unix
+# *seconds* on an hour or day boundary (an identity, not a timestamp). No
+# foreign keys: keys and accounts are never deleted, and the meter's upserts
+# stay one index probe each.
+_COUNT_COLUMNS = ("allowed", "rate_limited", "quota_exceeded", "forbidden")
+
+
+def _usage_table(name: str, start: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("key_id", sa.String(40), primary_key=True),
+        sa.Column(start, sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("account_id", sa.String(40), nullable=False),
+        # The key's rate-limit and quota identity (ApiKey.counter_id): quotas
+        # are seeded from the rows of every key sharing it.
+        sa.Column("counter_id", sa.String(40), nullable=False),
+        *(sa.Column(c, sa.BigInteger, nullable=False, server_default="0") for c in _COUNT_COLUMNS),
+    )
+
+
+usage_hourly = _usage_table("usage_hourly", "hour_start")
+sa.Index("ix_usage_hourly_account", usage_hourly.c.account_id, usage_hourly.c.hour_start)
+sa.Index("ix_usage_hourly_counter", usage_hourly.c.counter_id, usage_hourly.c.hour_start)
+sa.Index("ix_usage_hourly_hour", usage_hourly.c.hour_start)  # the rollup finds old hours
+
+usage_daily = _usage_table("usage_daily", "day_start")
+sa.Index("ix_usage_daily_account", usage_daily.c.account_id, usage_daily.c.day_start)
+sa.Index("ix_usage_daily_counter", usage_daily.c.counter_id, usage_daily.c.day_start)
+
+# The last batch each meter (one per process) added: a batch retried after
+# a commit in doubt is recognised and not added twice.
+usage_writers = sa.Table(
+    "usage_writers",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("sequence", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),  # Unix microseconds
+)
