@@ -34,7 +34,9 @@ class BackgroundTask:
 
 
 class Periodic(BackgroundTask):
-    """Runs ``job`` every ``interval_seconds``; a failure is logged and the
+    """Runs ``job`` every ``interval_seconds``, on a fixed schedule (a run
+    that takes time does not push the next one back; one that overruns its
+    interval is followed by the next at once). A failure is logged and the
     next run happens as scheduled (an unreachable database is expected to
     come back, so it is a warning, not an error)."""
 
@@ -46,8 +48,11 @@ class Periodic(BackgroundTask):
         self._job = job
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self._interval)
+            due = max(due + self._interval, loop.time())
+            await asyncio.sleep(due - loop.time())
             try:
                 await self._job()
             except StorageUnavailable as exc:

@@ -165,6 +165,19 @@ class Settings(BaseSettings):
     last_used_interval_seconds: float = Field(
         10.0, gt=0, description="How often last_used_at is written."
     )
+    usage_flush_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="How often metered usage is written (and at shutdown); a process killed "
+        "without a graceful shutdown loses at most this much of it.",
+    )
+    usage_hourly_retention_days: int = Field(
+        90,
+        ge=1,
+        le=36_500,
+        description="How long hourly usage is kept; older hours are rolled up into daily totals.",
+    )
 
     @field_validator("key_prefix")
     @classmethod

@@ -49,7 +49,7 @@ async def app(settings: Any, clock: FakeClock) -> Iterator[Pipeline]:  # type: i
 ACCOUNT_ENDPOINTS = ("accounts.create", "accounts.list", "accounts.get", "accounts.update")
 ENDPOINTS = (
     "create", "list", "get", "update", "rotate", "revoke", "verify", "gateway", "audit",
-    *ACCOUNT_ENDPOINTS,
+    "key_usage", "usage", *ACCOUNT_ENDPOINTS,
 )  # fmt: skip
 
 
@@ -65,6 +65,8 @@ def expected(endpoint: str, scopes: tuple[str, ...], target: str) -> tuple[int, 
         "rotate": "admin:api_keys",
         "revoke": "admin:api_keys",
         "audit": "admin:api_keys",
+        "key_usage": "admin:api_keys",
+        "usage": "admin:api_keys",
         "verify": "verify:keys",
         "gateway": "read:contacts",
     }[endpoint]
@@ -72,7 +74,7 @@ def expected(endpoint: str, scopes: tuple[str, ...], target: str) -> tuple[int, 
         return 403, "insufficient_permissions"
     if endpoint == "create":
         return (201, None) if "read:contacts" in scopes else (403, "insufficient_permissions")
-    if endpoint in ("get", "revoke", "update", "rotate") and target != "own":
+    if endpoint in ("get", "revoke", "update", "rotate", "key_usage") and target != "own":
         return 404, "not_found"
     if endpoint == "rotate":  # the copy needs the permissions being copied
         return (201, None) if "read:contacts" in scopes else (403, "insufficient_permissions")
@@ -105,6 +107,10 @@ async def call(
         )
     if endpoint == "audit":
         return await client.get("/v1/audit-events?limit=100", headers=headers)
+    if endpoint == "key_usage":
+        return await client.get(f"/v1/api-keys/{target.key_id}/usage", headers=headers)
+    if endpoint == "usage":
+        return await client.get("/v1/usage?group_by=key", headers=headers)
     if endpoint == "accounts.create":
         return await client.post("/v1/accounts", json={"name": "x"}, headers=headers)
     if endpoint == "accounts.list":

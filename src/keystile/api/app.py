@@ -42,6 +42,8 @@ from keystile.storage.memory import MemoryWindows
 from keystile.storage.redis import RedisInFlight, RedisRevocations, RedisWindows, connect
 from keystile.storage.sql import migrate
 from keystile.storage.sql.database import open_storage, scheme_of
+from keystile.usage.meter import UsageMeter
+from keystile.usage.service import UsageService
 
 log = logging.getLogger("keystile")
 
@@ -61,6 +63,10 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     keys = KeyService(storage, prefix=settings.key_prefix, audit=audit, clock=clock)
     accounts = AccountService(storage, audit=audit, clock=clock)
     usage = UsageRecorder(storage, settings.last_used_interval_seconds)
+    usage_meter = UsageMeter(storage, flush_seconds=settings.usage_flush_seconds, clock=clock)
+    usage_service = UsageService(
+        storage, clock=clock, hourly_retention_days=settings.usage_hourly_retention_days
+    )
     verifier = KeyVerifier(
         storage,
         prefix=settings.key_prefix,
@@ -104,6 +110,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         audit=audit,
         verifier=verifier,
         usage=usage,
+        usage_meter=usage_meter,
+        usage_service=usage_service,
         idempotency=idempotency,
         ratelimiter=ratelimiter,
         metrics=Metrics(),
@@ -123,11 +131,12 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     async def lifespan() -> AsyncIterator[None]:
         await asyncio.to_thread(migrate.upgrade, settings.database)
         purger = Periodic(
-            "purging idempotency records and old audit events",
+            "purging idempotency records and old audit events, rolling up usage",
             settings.idempotency_purge_interval_seconds,
-            lambda: purge_expired(idempotency, audit, storage),
+            lambda: purge_expired(idempotency, audit, usage_service, storage),
         )
         usage.start()
+        usage_meter.start()
         purger.start()
         if revocations is not None:
             revocations.start()
@@ -142,6 +151,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
                 await revocations.stop()
             await purger.stop()
             await usage.stop()
+            await usage_meter.stop()  # the last counts, while the database is open
             await ratelimiter.counter.close()
             if redis_client is not None:
                 await redis_client.aclose()
@@ -156,11 +166,15 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
     )
 
 
-async def purge_expired(idempotency: IdempotencyService, audit: AuditLog, storage: Storage) -> None:
-    """The background job: expired idempotency records (24 h) and audit events
-    past ``KEYSTILE_AUDIT_RETENTION_DAYS``."""
+async def purge_expired(
+    idempotency: IdempotencyService, audit: AuditLog, usage: UsageService, storage: Storage
+) -> None:
+    """The background job: expired idempotency records (24 h), audit events
+    past ``KEYSTILE_AUDIT_RETENTION_DAYS``, and hourly usage past
+    ``KEYSTILE_USAGE_HOURLY_RETENTION_DAYS`` rolled up into daily totals."""
     await idempotency.purge()
     await audit.purge(storage)
+    await usage.roll_up()
 
 
 def revocation_feed(

@@ -26,6 +26,8 @@ from keystile.keys.verifier import KeyVerifier
 from keystile.ratelimit.service import RateLimiter
 from keystile.settings import Settings
 from keystile.storage.base import Storage, UnitOfWork
+from keystile.usage.meter import UsageMeter
+from keystile.usage.service import UsageService
 
 
 @dataclass(slots=True)
@@ -38,7 +40,9 @@ class Services:
     accounts: AccountService
     audit: AuditLog
     verifier: KeyVerifier
-    usage: UsageRecorder
+    usage: UsageRecorder  # last_used_at
+    usage_meter: UsageMeter  # metered requests per key, hour and outcome (contract §11)
+    usage_service: UsageService  # reading metered usage, and its rollups
     idempotency: IdempotencyService
     ratelimiter: RateLimiter
     metrics: Metrics

@@ -42,6 +42,7 @@ from keystile.keys.models import Caller, OperatorKey
 from keystile.keys.verifier import INVALID
 from keystile.ratelimit.models import AddressBlocked
 from keystile.redaction import looks_secret, redact
+from keystile.usage.models import Outcome
 
 log = logging.getLogger("keystile.api")
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -277,6 +278,7 @@ class Pipeline:
         self.verifier = services.verifier
         self.metrics = services.metrics
         self.ratelimiter = services.ratelimiter
+        self.meter = services.usage_meter
         self._proxies = services.settings.proxies
         self._body_timeout = services.settings.body_timeout_seconds
         self._access_log_enabled = services.settings.access_log
@@ -365,8 +367,19 @@ class Pipeline:
                 if decision is not None:
                     ctx.extra_headers.extend(decision.headers())
                     if not decision.allowed:
+                        self.meter.record(key, Outcome.RATE_LIMITED)
                         raise errors.RateLimited(decision.retry_after)
-            check_authorization(endpoint, caller)
+                # (The quota check goes here; its 429 records Outcome.QUOTA_EXCEEDED.)
+            # Usage metering (contract §11) counts account keys only: operator
+            # keys, and requests refused above, are not metered.
+            try:
+                check_authorization(endpoint, caller)
+            except errors.InsufficientPermissions:
+                if key is not None:
+                    self.meter.record(key, Outcome.FORBIDDEN)
+                raise
+            if key is not None:
+                self.meter.record(key, Outcome.ALLOWED)
             self.services.faults.hit("handler.hang")
         if endpoint.own and endpoint.protected and scope["method"] in ("POST", "PATCH"):
             # Every POST and PATCH to a keystile endpoint may carry an

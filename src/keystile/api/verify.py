@@ -22,8 +22,17 @@ from keystile.keys.models import ApiKey
 from keystile.keys.validation import unknown_scope
 from keystile.keys.verifier import Outcome, Verification
 from keystile.ratelimit.models import Decision
+from keystile.usage.models import Outcome as Usage
 
 PATH = "/v1/keys/verify"
+
+# How a consumed verification is metered on the verified key (contract §11).
+_METERED = {
+    Outcome.VALID: Usage.ALLOWED,
+    Outcome.RATE_LIMITED: Usage.RATE_LIMITED,
+    Outcome.QUOTA_EXCEEDED: Usage.QUOTA_EXCEEDED,
+    Outcome.INSUFFICIENT_PERMISSIONS: Usage.FORBIDDEN,
+}
 
 
 class VerifyRequest(BaseModel):
@@ -147,12 +156,27 @@ class VerifyEndpoint:
             return _result(verification.outcome, key)
         services.verifier.note_use(key)
         if request.permission is not None and request.permission not in key.permissions:
-            return _result(Outcome.INSUFFICIENT_PERMISSIONS, key)
+            return self._metered(request, Outcome.INSUFFICIENT_PERMISSIONS, key)
         limiter = services.ratelimiter
         decision = await (limiter.admit(key) if request.consume else limiter.peek(key))
         if decision is None:
-            return _result(Outcome.VALID, key)
-        return _result(Outcome.VALID if decision.allowed else Outcome.RATE_LIMITED, key, decision)
+            return self._metered(request, Outcome.VALID, key)
+        outcome = Outcome.VALID if decision.allowed else Outcome.RATE_LIMITED
+        return self._metered(request, outcome, key, decision)
+
+    def _metered(
+        self,
+        request: VerifyRequest,
+        outcome: Outcome,
+        key: ApiKey,
+        decision: Decision | None = None,
+    ) -> bytes:
+        """The answer about a key of the caller's account that passed
+        authentication; with ``consume`` it is metered on that key
+        (contract §11). INVALID, EXPIRED, REVOKED and DISABLED never get here."""
+        if request.consume:
+            self._services.usage_meter.record(key, _METERED[outcome])
+        return _result(outcome, key, decision)
 
 
 def openapi_path() -> tuple[dict[str, Any], list[type[BaseModel]]]:
