@@ -29,6 +29,7 @@ from keystile.settings import Settings
 from keystile.storage.base import Storage, StorageUnavailable
 from keystile.storage.sql import migrate
 from keystile.storage.sql.database import open_storage
+from keystile.usage import export
 
 T = TypeVar("T")
 
@@ -235,6 +236,32 @@ def keys_revoke(
         return schemas.ApiKeyEnvelope(data=schemas.key_out(key, settings.key_prefix, keys.now()))
 
     _emit(_with_service(work), as_json, [*_KEY_COLUMNS, "revoked_at"])
+
+
+usage_app = typer.Typer(help="Metered usage.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(usage_app, name="usage")
+
+
+def _month(value: str) -> str:
+    try:
+        export.parse_month(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+@usage_app.command("export")
+def usage_export(
+    account: Annotated[str, typer.Option("--account", help="Account id (acc_…).")],
+    month: Annotated[str, typer.Option("--month", help="A UTC month: YYYY-MM.", callback=_month)],
+    fmt: Annotated[
+        export.Format, typer.Option("--format", help="csv or json.")
+    ] = export.Format.CSV,
+) -> None:
+    """Print an account's usage of a month, one row per key and day (for billing)."""
+    text = _with_service(lambda _, storage: export.export_month(storage, account, month, fmt))
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _one_line(exc: BaseException) -> str:
