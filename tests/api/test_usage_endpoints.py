@@ -40,7 +40,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def settings(database_url: str, data_dir: Path) -> Settings:
     # No periodic flush during a test: what is written is what the test wrote.
-    return settings_for(database_url, data_dir, usage_flush_seconds=3600)
+    return settings_for(database_url, data_dir, usage_flush_seconds=3600, tier_standard="3/hour")
 
 
 async def record(app: Pipeline, tenant: Tenant, at: float, **counts: int) -> None:
@@ -276,6 +276,20 @@ class TestAccountUsage:
         error = assert_error(await client.get(f"/v1/usage?{query}", headers=admin.headers),
                              400, "validation_error")  # fmt: skip
         assert [d["field"] for d in error["details"]] == [field]
+
+    async def test_429_over_the_rate_limit(self, app: Pipeline, client: httpx.AsyncClient) -> None:
+        standard = await make_tenant(app, name="standard")  # 3 requests per hour
+        for path in (
+            "/v1/usage",
+            "/v1/usage?granularity=day",
+            f"/v1/api-keys/{standard.key_id}/usage",
+        ):
+            assert (await client.get(path, headers=standard.headers)).status_code == 200
+        for path in ("/v1/usage", f"/v1/api-keys/{standard.key_id}/usage"):
+            limited = await client.get(path, headers=standard.headers)
+            assert_error(limited, 429, "rate_limited")
+            assert int(limited.headers["retry-after"]) >= 1
+            assert limited.headers["x-ratelimit-remaining"] == "0"
 
     async def test_401_and_403(self, app: Pipeline, client: httpx.AsyncClient) -> None:
         assert_error(await client.get("/v1/usage"), 401, "invalid_key")

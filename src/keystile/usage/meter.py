@@ -43,7 +43,9 @@ class _Batch:
     def __init__(self) -> None:
         self.hours: dict[int, dict[str, list[int]]] = {}
         self.owners: dict[str, tuple[str, str]] = {}  # key id → (account id, counter id)
-        self.counters: dict[str, set[str]] = {}  # counter id → key ids
+        # counter id → the ids of keys rotated from it (a key's own id is its
+        # counter id otherwise, and needs no entry here)
+        self.counters: dict[str, set[str]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.hours)
@@ -61,9 +63,10 @@ class _Batch:
 
     def used(self, counter_id: str, start: int, end: int) -> int:
         """``allowed + forbidden`` of the counter's keys in hours of ``[start, end)``."""
-        key_ids = self.counters.get(counter_id)
-        if not key_ids:
-            return 0
+        key_ids = list(self.counters.get(counter_id, ()))
+        owner = self.owners.get(counter_id)
+        if owner is not None and owner[1] == counter_id:  # the key whose own id it is
+            key_ids.append(counter_id)
         total = 0
         for hour, keys in self.hours.items():
             if start <= hour < end:
@@ -109,7 +112,8 @@ class UsageMeter:
         if counts is None:
             counts = self._current[key.id] = [0, 0, 0, 0]
             self._pending.owners[key.id] = (key.account_id, key.counter_id)
-            self._pending.counters.setdefault(key.counter_id, set()).add(key.id)
+            if key.limit_key:
+                self._pending.counters.setdefault(key.limit_key, set()).add(key.id)
         counts[_INDEX[outcome]] += 1
 
     def _enter_hour(self, now: float) -> None:
