@@ -370,8 +370,9 @@ class Pipeline:
                         self.meter.record(key, Outcome.RATE_LIMITED)
                         raise errors.RateLimited(decision.retry_after)
                 # (The quota check goes here; its 429 records Outcome.QUOTA_EXCEEDED.)
-            # Usage metering (contract §11) counts account keys only: operator
-            # keys, and requests refused above, are not metered.
+            # Usage metering (contract §11) counts account keys only, from the
+            # rate limit on: operator keys, and requests refused before the
+            # rate limit (suspended accounts, address blocks), are not metered.
             try:
                 check_authorization(endpoint, caller)
             except errors.InsufficientPermissions:
