@@ -358,14 +358,15 @@ class Pipeline:
                     raise errors.RateLimited(blocked.retry_after, TOO_MANY_FAILURES)
                 raise errors.AccountSuspended()
             else:
-                decision = await self.ratelimiter.admit_from(address, key)
-                if isinstance(decision, AddressBlocked):  # blocked by another instance
-                    raise errors.RateLimited(decision.retry_after, TOO_MANY_FAILURES)
+                admission = await self.ratelimiter.admit_from(address, key)
+                if isinstance(admission, AddressBlocked):  # blocked by another instance
+                    raise errors.RateLimited(admission.retry_after, TOO_MANY_FAILURES)
                 self._accepted(caller)
-                if decision is not None:
-                    ctx.extra_headers.extend(decision.headers())
-                    if not decision.allowed:
-                        raise errors.RateLimited(decision.retry_after)
+                ctx.extra_headers.extend(admission.headers())
+                if admission.rate is not None and admission.rate_limited:
+                    raise errors.RateLimited(admission.rate.retry_after)
+                if admission.quota is not None and admission.quota_exceeded:
+                    raise errors.QuotaExceeded(admission.quota.retry_after)
             check_authorization(endpoint, caller)
             self.services.faults.hit("handler.hang")
         if endpoint.own and endpoint.protected and scope["method"] in ("POST", "PATCH"):

@@ -21,6 +21,7 @@ from keystile.keys.models import (
     KeyStatus,
     OperatorKey,
 )
+from keystile.ratelimit.quota import Period, QuotaCount
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,19 @@ class AuditRepository(Protocol):
         """Delete every event created before ``before``; return how many."""
 
 
+class QuotaRepository(Protocol):
+    """Quota counters in the database (see ``keystile.ratelimit.quota``)."""
+
+    async def consume(self, name: str, period: Period, limit: int, cost: int) -> QuotaCount | None:
+        """Add ``cost`` unless that passes ``limit``; None when not seeded."""
+
+    async def seed(self, name: str, period: Period, used: int) -> None:
+        """Start the counter at ``used`` unless it exists."""
+
+    async def purge(self, before: int) -> int:
+        """Delete the counters of periods that started before ``before``."""
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction (or of one read)."""
 
@@ -179,6 +193,9 @@ class UnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditRepository: ...
+
+    @property
+    def quotas(self) -> QuotaRepository: ...
 
 
 class Storage(Protocol):

@@ -114,3 +114,12 @@ idempotency_records = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
 )
+
+# Quota counters, when several workers share a host without Redis (0005).
+quota_counters = sa.Table(
+    "quota_counters",
+    metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("period_start", sa.BigInteger, primary_key=True),
+    sa.Column("used", sa.BigInteger, nullable=False),
+)
