@@ -121,6 +121,15 @@ class RateLimited(KeystileError):
         self.retry_after = max(1, retry_after)
 
 
+class QuotaExceeded(KeystileError):
+    code = "quota_exceeded"
+    default_message = "The key's quota for this period is used up."
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
 class ServiceUnavailable(KeystileError):
     code = "service_unavailable"
     default_message = "The service is temporarily unavailable. Retry later."

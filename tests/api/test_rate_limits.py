@@ -262,14 +262,14 @@ async def test_with_redis_exactly_the_limit_is_admitted_in_few_round_trips(
 ) -> None:
     counter = redis_app.services.ratelimiter.counter
     calls = 0
-    script = counter._script  # type: ignore[attr-defined]
+    script = counter._batch._script  # type: ignore[attr-defined]
 
     async def counting(*args: object, **kwargs: object) -> object:
         nonlocal calls
         calls += 1
         return await script(*args, **kwargs)
 
-    counter._script = counting  # type: ignore[attr-defined]
+    counter._batch._script = counting  # type: ignore[attr-defined]
     tenant = await make_tenant(redis_app)
     transport = httpx.ASGITransport(app=redis_app, client=("127.0.0.1", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -203,11 +203,13 @@ class TestVerify:
         codes.append(await self.verify(client, service, customer, permission="write:contacts"))
         codes += [await self.verify(client, service, customer, consume=False) for _ in range(3)]
         codes += [await self.verify(client, service, customer) for _ in range(4)]
+        # Verify checks in the gateway's order: the rate limit (5 per hour),
+        # then the permission, so the refused permission used a unit too.
         assert codes == ["VALID"] * 2 + ["INSUFFICIENT_PERMISSIONS"] + ["VALID"] * 3 + [
-            "VALID", "VALID", "VALID", "RATE_LIMITED",
+            "VALID", "VALID", "RATE_LIMITED", "RATE_LIMITED",
         ]  # fmt: skip
         assert await counted(app, client, operator, customer, customer.key_id) == {
-            **NONE, "allowed": 5, "rate_limited": 1, "forbidden": 1,
+            **NONE, "allowed": 4, "rate_limited": 2, "forbidden": 1,
         }  # fmt: skip
         # The calling service's own requests are metered on its key.
         assert await counted(app, client, operator, service, service.key_id) == {
@@ -250,4 +252,39 @@ async def test_two_apps_on_one_database_add_up_exactly(
         await second.services.usage_meter.flush()
         assert await counted(app, client, operator, tenant, tenant.key_id) == {
             **NONE, "allowed": 80,
+        }  # fmt: skip
+
+
+async def test_quota_refusals_are_metered_and_a_restart_seeds_the_quota_from_the_usage(
+    app: Pipeline, client: httpx.AsyncClient, operator: Operator, settings: Settings,
+    clock: FakeClock,
+) -> None:  # fmt: skip
+    """A quota counted in this process starts again, after a graceful restart,
+    from what the usage records hold: allowed and forbidden used units."""
+    admin = await make_tenant(app, tier="high")
+    made = await client.post(
+        "/v1/api-keys",
+        json={"name": "metered", "permissions": ["read:contacts"],
+              "quota": {"limit": 5, "period": "month"}, "rate_limit_tier": "high"},
+        headers=admin.headers,
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    LEDGER.remember(made.json()["data"]["key"])
+    metered = Tenant(admin.account, made.json()["data"]["key"], made.json()["data"]["id"])
+    for _ in range(2):
+        assert_error(await client.get("/v1/contacts/1", headers=metered.headers), 502,
+                     "bad_gateway")  # allowed  # fmt: skip
+    assert_error(await client.get("/v1/api-keys", headers=metered.headers), 403,
+                 "insufficient_permissions")  # forbidden: it used a unit too  # fmt: skip
+    await app.services.usage_meter.stop()  # what the shutdown does first
+    restarted = create_app(settings, clock=clock)
+    async with restarted.lifespan(), client_from(restarted, "127.0.0.3") as again:
+        first = await again.get("/v1/contacts/1", headers=metered.headers)
+        assert first.headers["x-quota-remaining"] == "1"  # 5 - 3 before - this one
+        await again.get("/v1/contacts/1", headers=metered.headers)
+        refused = await again.get("/v1/contacts/1", headers=metered.headers)
+        assert_error(refused, 429, "quota_exceeded")
+        await restarted.services.usage_meter.flush()
+        assert await counted(restarted, again, operator, metered, metered.key_id) == {
+            **NONE, "allowed": 4, "forbidden": 1, "quota_exceeded": 1,
         }  # fmt: skip

@@ -68,6 +68,7 @@ class TestOutcomes:
             "permissions": ["read:contacts"],
             "metadata": {"plan": "pro"},
             "rate_limit": {"limit": 100, "remaining": 99, "reset": first["rate_limit"]["reset"]},
+            "quota": None,
         }
         second = await verify(client, service, key=customer["key"], permission="read:contacts")
         assert second["rate_limit"]["remaining"] == 98
@@ -87,9 +88,11 @@ class TestOutcomes:
             "INSUFFICIENT_PERMISSIONS",
             customer["id"],
         )
+        # The gateway's order: the check counted, as the request would have.
+        assert result["rate_limit"]["remaining"] == 99
         assert (await verify(client, service, key=customer["key"], consume=False))["rate_limit"][
             "remaining"
-        ] == 100
+        ] == 99
 
     async def test_rate_limited(
         self,
@@ -139,7 +142,7 @@ class TestOutcomes:
     async def test_invalid_keys(self, client: httpx.AsyncClient, service: Tenant, key: str) -> None:
         assert await verify(client, service, key=key) == {
             "valid": False, "code": "INVALID", "key_id": None, "account_id": None,
-            "permissions": None, "metadata": None, "rate_limit": None,
+            "permissions": None, "metadata": None, "rate_limit": None, "quota": None,
         }  # fmt: skip
 
     async def test_another_accounts_key_is_invalid_like_an_unknown_one(

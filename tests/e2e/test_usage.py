@@ -150,7 +150,7 @@ def test_the_export_command_fails_in_one_line(tmp_path: Path) -> None:
     account, _ = cli_admin(env)
     unknown = run_cli("usage", "export", "--account", "acc_nope", "--month", "2028-02", env=env)
     assert (unknown.returncode, unknown.stdout) == (1, "")
-    assert unknown.stderr.strip() == "keystile: error: No account 'acc_nope'."
+    assert unknown.stderr.strip() == "keystile: error: No such account: 'acc_nope'."
     for month in ("2028-2", "2028-13", "Feb"):
         bad = run_cli("usage", "export", "--account", account, "--month", month, env=env)
         assert bad.returncode == 2 and bad.stdout == ""

@@ -35,11 +35,13 @@ from keystile.keys.usage import UsageRecorder
 from keystile.keys.verifier import KeyVerifier
 from keystile.periodic import Periodic
 from keystile.ratelimit.models import WindowCounter
+from keystile.ratelimit.quota import DatabaseQuotas, Period, QuotaCounter, QuotaSeed
 from keystile.ratelimit.service import RateLimiter
 from keystile.settings import VERIFY_SCOPE, Settings
 from keystile.storage.base import Storage
-from keystile.storage.memory import MemoryWindows
+from keystile.storage.memory import MemoryQuotas, MemoryWindows
 from keystile.storage.redis import RedisInFlight, RedisRevocations, RedisWindows, connect
+from keystile.storage.redis_quotas import RedisQuotas
 from keystile.storage.sql import migrate
 from keystile.storage.sql.database import open_storage, scheme_of
 from keystile.usage.meter import UsageMeter
@@ -100,6 +102,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
             Tier.UNMETERED: None,
         },
         auth_failures=settings.limit("auth_failure_limit"),
+        quotas=quota_counter(settings, redis_client, storage),
+        quota_seed=_usage_recorded(storage, usage_meter),
         clock=clock,
     )
     services = Services(
@@ -226,6 +230,38 @@ def window_counter(settings: Settings, redis_client: Redis | None, clock: Clock)
         failure_mode=settings.redis_failure_mode,
         fallback=memory,
     )
+
+
+def quota_counter(settings: Settings, redis_client: Redis | None, storage: Storage) -> QuotaCounter:
+    """Where quotas are counted (contract §11): Redis when configured (every
+    instance); else this process when it is the only worker; else the
+    database, so that several workers of one host stay exact."""
+    if redis_client is not None:
+        return RedisQuotas(
+            redis_client,
+            prefix=settings.redis_prefix,
+            timeout_ms=settings.redis_timeout_ms,
+            reply_timeout_ms=settings.redis_reply_timeout_ms,
+            failure_mode=settings.redis_failure_mode,
+            fallback=MemoryQuotas(),
+        )
+    if settings.workers > 1:
+        return DatabaseQuotas(storage)
+    return MemoryQuotas()
+
+
+def _usage_recorded(storage: Storage, meter: UsageMeter) -> QuotaSeed:
+    """A quota counter's starting point (contract §11): what the usage records
+    hold for its keys in the period, plus what this process has counted and
+    not written yet. Read while no flush of this process is in progress, so
+    no request is counted twice or missed."""
+
+    async def seed(name: str, period: Period) -> int:
+        async with meter.settled(), storage.reader() as uow:
+            recorded = await uow.usage.used(name, period.start, period.end)
+            return recorded + meter.pending_used(name, period.start, period.end)
+
+    return seed
 
 
 def keyring_for(settings: Settings) -> Keyring:

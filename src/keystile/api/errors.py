@@ -30,6 +30,7 @@ STATUS: dict[type[errors.KeystileError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.IdempotencyKeyReused: 422,
     errors.RateLimited: 429,
+    errors.QuotaExceeded: 429,
     errors.RequestHeaderFieldsTooLarge: 431,
     errors.KeystileError: 500,
     errors.BadGateway: 502,
@@ -83,7 +84,7 @@ def error_headers(exc: errors.KeystileError) -> list[tuple[bytes, bytes]]:
         headers.append((b"www-authenticate", b'Bearer realm="keystile"'))
     elif isinstance(exc, errors.MethodNotAllowed):
         headers.append((b"allow", ", ".join(exc.allowed).encode()))
-    elif isinstance(exc, errors.RateLimited):
+    elif isinstance(exc, errors.RateLimited | errors.QuotaExceeded):
         headers.append((b"retry-after", str(exc.retry_after).encode()))
     elif isinstance(exc, errors.ServiceUnavailable):
         headers.append((b"retry-after", b"1"))

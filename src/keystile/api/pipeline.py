@@ -360,16 +360,17 @@ class Pipeline:
                     raise errors.RateLimited(blocked.retry_after, TOO_MANY_FAILURES)
                 raise errors.AccountSuspended()
             else:
-                decision = await self.ratelimiter.admit_from(address, key)
-                if isinstance(decision, AddressBlocked):  # blocked by another instance
-                    raise errors.RateLimited(decision.retry_after, TOO_MANY_FAILURES)
+                admission = await self.ratelimiter.admit_from(address, key)
+                if isinstance(admission, AddressBlocked):  # blocked by another instance
+                    raise errors.RateLimited(admission.retry_after, TOO_MANY_FAILURES)
                 self._accepted(caller)
-                if decision is not None:
-                    ctx.extra_headers.extend(decision.headers())
-                    if not decision.allowed:
-                        self.meter.record(key, Outcome.RATE_LIMITED)
-                        raise errors.RateLimited(decision.retry_after)
-                # (The quota check goes here; its 429 records Outcome.QUOTA_EXCEEDED.)
+                ctx.extra_headers.extend(admission.headers())
+                if admission.rate is not None and admission.rate_limited:
+                    self.meter.record(key, Outcome.RATE_LIMITED)
+                    raise errors.RateLimited(admission.rate.retry_after)
+                if admission.quota is not None and admission.quota_exceeded:
+                    self.meter.record(key, Outcome.QUOTA_EXCEEDED)
+                    raise errors.QuotaExceeded(admission.quota.retry_after)
             # Usage metering (contract §11) counts account keys only, from the
             # rate limit on: operator keys, and requests refused before the
             # rate limit (suspended accounts, address blocks), are not metered.

@@ -21,7 +21,7 @@ from keystile.http.context import account_of
 from keystile.keys.models import ApiKey
 from keystile.keys.validation import unknown_scope
 from keystile.keys.verifier import Outcome, Verification
-from keystile.ratelimit.models import Decision
+from keystile.ratelimit.models import Admission
 from keystile.usage.models import Outcome as Usage
 
 PATH = "/v1/keys/verify"
@@ -42,13 +42,21 @@ class VerifyRequest(BaseModel):
     permission: str | None = Field(
         None, max_length=128, description="A scope the key must hold (from the catalog)."
     )
-    consume: bool = Field(True, description="Count this check against the key's rate limit.")
+    consume: bool = Field(
+        True, description="Count this check against the key's rate limit and quota."
+    )
 
 
 class VerifyRateLimit(BaseModel):
     limit: int
     remaining: int
     reset: int = Field(description="Unix time (seconds) when the window resets.")
+
+
+class VerifyQuota(BaseModel):
+    limit: int
+    remaining: int
+    reset: int = Field(description="Unix time (seconds) when the period ends.")
 
 
 class VerifyResult(BaseModel):
@@ -62,8 +70,12 @@ class VerifyResult(BaseModel):
     permissions: list[str] | None
     metadata: dict[str, str] | None = Field(description="The key's metadata (contract §9).")
     rate_limit: VerifyRateLimit | None = Field(
-        description="The key's quota after this check; null for unmetered keys and for "
-        "INVALID, EXPIRED, REVOKED and INSUFFICIENT_PERMISSIONS."
+        description="The key's rate limit after this check; null without one (unmetered) "
+        "and for INVALID, EXPIRED, REVOKED and DISABLED."
+    )
+    quota: VerifyQuota | None = Field(
+        description="The key's quota after this check; null without one, and for INVALID, "
+        "EXPIRED, REVOKED and DISABLED."
     )
 
 
@@ -81,21 +93,22 @@ _INVALID = orjson.dumps(
             "permissions": None,
             "metadata": None,
             "rate_limit": None,
+            "quota": None,
         }
     }
 )
 
 
-def _result(outcome: Outcome, key: ApiKey, decision: Decision | None = None) -> bytes:
+def _result(outcome: Outcome, key: ApiKey, admission: Admission | None = None) -> bytes:
     """The response body, rendered directly (it is the hot path); its shape
     is :class:`VerifyEnvelope`, which the tests check against the OpenAPI."""
-    rate_limit = None
-    if decision is not None:
-        rate_limit = {
-            "limit": decision.limit,
-            "remaining": decision.remaining,
-            "reset": decision.reset,
-        }
+    rate_limit = quota = None
+    if admission is not None and admission.rate is not None:
+        rate = admission.rate
+        rate_limit = {"limit": rate.limit, "remaining": rate.remaining, "reset": rate.reset}
+    if admission is not None and admission.quota is not None:
+        used = admission.quota
+        quota = {"limit": used.limit, "remaining": used.remaining, "reset": used.reset}
     return orjson.dumps(
         {
             "data": {
@@ -106,6 +119,7 @@ def _result(outcome: Outcome, key: ApiKey, decision: Decision | None = None) -> 
                 "permissions": key.permissions,
                 "metadata": key.metadata,
                 "rate_limit": rate_limit,
+                "quota": quota,
             }
         }
     )
@@ -155,28 +169,27 @@ class VerifyEndpoint:
         if not verification.valid:
             return _result(verification.outcome, key)
         services.verifier.note_use(key)
-        if request.permission is not None and request.permission not in key.permissions:
-            return self._metered(request, Outcome.INSUFFICIENT_PERMISSIONS, key)
+        # The gateway's order (contract §3, §11): the rate limit, the quota,
+        # then the permission, so a check answers what a request would get.
         limiter = services.ratelimiter
-        decision = await (limiter.admit(key) if request.consume else limiter.peek(key))
-        if decision is None:
-            return self._metered(request, Outcome.VALID, key)
-        outcome = Outcome.VALID if decision.allowed else Outcome.RATE_LIMITED
-        return self._metered(request, outcome, key, decision)
+        admission = await (limiter.admit(key) if request.consume else limiter.peek(key))
+        if admission.rate_limited:
+            return self._metered(request, Outcome.RATE_LIMITED, key, admission)
+        if admission.quota_exceeded:
+            return self._metered(request, Outcome.QUOTA_EXCEEDED, key, admission)
+        if request.permission is not None and request.permission not in key.permissions:
+            return self._metered(request, Outcome.INSUFFICIENT_PERMISSIONS, key, admission)
+        return self._metered(request, Outcome.VALID, key, admission)
 
     def _metered(
-        self,
-        request: VerifyRequest,
-        outcome: Outcome,
-        key: ApiKey,
-        decision: Decision | None = None,
+        self, request: VerifyRequest, outcome: Outcome, key: ApiKey, admission: Admission
     ) -> bytes:
         """The answer about a key of the caller's account that passed
         authentication; with ``consume`` it is metered on that key
         (contract §11). INVALID, EXPIRED, REVOKED and DISABLED never get here."""
         if request.consume:
             self._services.usage_meter.record(key, _METERED[outcome])
-        return _result(outcome, key, decision)
+        return _result(outcome, key, admission)
 
 
 def openapi_path() -> tuple[dict[str, Any], list[type[BaseModel]]]:

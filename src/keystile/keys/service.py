@@ -117,7 +117,7 @@ class KeyService:
     async def _check_plan(self, uow: UnitOfWork, account_id: str, tier: Tier) -> None:
         account = await uow.accounts.get(account_id) if is_account_id(account_id) else None
         if account is None:
-            raise NotFound(f"No account {account_id!r}.")
+            raise NotFound(f"No such account: {account_id[:64]!r}.")
         if tier is Tier.UNMETERED and account.plan is not Plan.ENTERPRISE:
             raise PlanRestricted("The unmetered tier is only available on the enterprise plan.")
 

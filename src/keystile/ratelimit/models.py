@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from limits import RateLimitItem
+
+if TYPE_CHECKING:
+    from keystile.ratelimit.quota import QuotaDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,29 @@ class AddressBlocked:
     @classmethod
     def until(cls, reset: float, now: float) -> AddressBlocked:
         return cls(reset=math.ceil(reset), retry_after=max(1, math.ceil(reset - now)))
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request's rate-limit decision (None without a rate limit) and quota
+    decision (None without a quota). Headers for both go on every response."""
+
+    rate: Decision | None
+    quota: QuotaDecision | None
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.rate is not None and not self.rate.allowed
+
+    @property
+    def quota_exceeded(self) -> bool:
+        return not self.rate_limited and self.quota is not None and not self.quota.allowed
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = self.rate.headers() if self.rate is not None else []
+        if self.quota is not None:
+            headers += self.quota.headers()
+        return headers
 
 
 class RateLimiterUnavailable(Exception):

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from keystile import clock as clocks
 from keystile.keys.models import ApiKey, Tier
-from keystile.ratelimit.models import AddressBlocked, Count, Decision, Guard, Limit, WindowCounter
+from keystile.ratelimit.models import (
+    AddressBlocked,
+    Admission,
+    Count,
+    Decision,
+    Guard,
+    Limit,
+    RateLimiterUnavailable,
+    WindowCounter,
+)
+from keystile.ratelimit.quota import Period, QuotaCounter, QuotaDecision, QuotaSeed, period_of
 
 
 class BlockedAddresses:
@@ -48,13 +60,18 @@ class RateLimiter:
         *,
         tiers: dict[Tier, Limit | None],
         auth_failures: Limit,
+        quotas: QuotaCounter,
+        quota_seed: QuotaSeed,
         clock: clocks.Clock = clocks.system_clock,
     ) -> None:
         self.counter = counter
+        self.quotas = quotas
+        self._quota_seed = quota_seed
         self._tiers = tiers
         self._auth_failures = auth_failures
         self._clock = clock
         self._blocked = BlockedAddresses()
+        self._seeding: dict[tuple[str, int], asyncio.Future[None]] = {}
 
     def limit_of(self, key: ApiKey) -> Limit | None:
         """The key's own rule when it has one (contract §11), else its tier's;
@@ -69,15 +86,51 @@ class RateLimiter:
         replacement (contract §10)."""
         return f"key:{key.counter_id}"
 
-    async def admit(self, key: ApiKey) -> Decision | None:
-        """Count one request of ``key``; ``None`` for unmetered keys (no limit, no headers)."""
+    async def admit(self, key: ApiKey) -> Admission:
+        """Count one request of ``key`` against its rate limit, then (when the
+        rate limit admits it) against its quota (contract §11)."""
         limit = self.limit_of(key)
-        if limit is None:
-            return None
-        counted = await self.counter.hit(self.counter_of(key), limit.window_seconds)
-        return Decision.of(limit, counted, self._clock())
+        decision = None
+        if limit is not None:
+            counted = await self.counter.hit(self.counter_of(key), limit.window_seconds)
+            decision = Decision.of(limit, counted, self._clock())
+        return Admission(decision, await self._quota(key, decision))
 
-    async def admit_from(self, address: str, key: ApiKey) -> Decision | AddressBlocked | None:
+    async def _quota(self, key: ApiKey, rate: Decision | None) -> QuotaDecision | None:
+        """Use one unit of ``key``'s quota when the rate limit admitted the
+        request (a rate-limited request uses none: only read then)."""
+        quota = key.quota
+        if quota is None:
+            return None
+        cost = 1 if rate is None or rate.allowed else 0
+        now = self._clock()
+        period = period_of(quota.period, now)
+        name = key.counter_id
+        counted = await self.quotas.consume(name, period, quota.limit, cost)
+        if counted is None:  # a new period, or counters lost (a restart): seed it
+            await self._seed_once(name, period)
+            counted = await self.quotas.consume(name, period, quota.limit, cost)
+            if counted is None:
+                raise RateLimiterUnavailable("the quota counter could not be seeded")
+        return QuotaDecision.of(quota, period, counted, now)
+
+    async def _seed_once(self, name: str, period: Period) -> None:
+        """Seed a counter from the usage records; the requests of this process
+        that find it unseeded together share one read and one seed."""
+        identity = (name, period.start)
+        running = self._seeding.get(identity)
+        if running is None:
+
+            async def seed() -> None:
+                try:
+                    await self.quotas.seed(name, period, await self._quota_seed(name, period))
+                finally:
+                    del self._seeding[identity]
+
+            running = self._seeding[identity] = asyncio.ensure_future(seed())
+        await asyncio.shield(running)
+
+    async def admit_from(self, address: str, key: ApiKey) -> Admission | AddressBlocked:
         """Count one request of ``key`` sent from ``address``, unless the
         address is blocked (by this or any other instance): then nothing is
         counted and the block is returned. The address's failure counter is
@@ -85,20 +138,28 @@ class RateLimiter:
         unmetered key costs one read of it."""
         limit = self.limit_of(key)
         if limit is None:
-            return await self.check_address(address)
+            blocked = await self.check_address(address)
+            if blocked is not None:
+                return blocked
+            return Admission(None, await self._quota(key, None))
         guard = Guard(self._failures_of(address), self._auth_failures)
         counted = await self.counter.hit(self.counter_of(key), limit.window_seconds, guard=guard)
         if counted.guarded:
-            return self._note_failures(address, counted)
-        return Decision.of(limit, counted, self._clock())
+            blocked = self._note_failures(address, counted)
+            assert blocked is not None  # a guard vetoes only at its limit
+            return blocked
+        decision = Decision.of(limit, counted, self._clock())
+        return Admission(decision, await self._quota(key, decision))
 
-    async def peek(self, key: ApiKey) -> Decision | None:
-        """``key``'s quota as it stands, counting nothing."""
+    async def peek(self, key: ApiKey) -> Admission:
+        """``key``'s rate limit and quota as they stand, counting nothing."""
         limit = self.limit_of(key)
-        if limit is None:
-            return None
-        counted = await self.counter.hit(self.counter_of(key), limit.window_seconds, cost=0)
-        return Decision.peek(limit, counted, self._clock())
+        decision = None
+        if limit is not None:
+            counted = await self.counter.hit(self.counter_of(key), limit.window_seconds, cost=0)
+            decision = Decision.peek(limit, counted, self._clock())
+        read = await self._quota(key, Decision(False, 0, 0, 0, 1))  # reads only
+        return Admission(decision, QuotaDecision.peek(read) if read is not None else None)
 
     def blocked(self, address: str) -> AddressBlocked | None:
         """The block on ``address`` as this process knows it (no I/O)."""

@@ -21,6 +21,7 @@ from keystile.keys.models import (
     KeyStatus,
     OperatorKey,
 )
+from keystile.ratelimit.quota import Period, QuotaCount
 from keystile.usage.models import Bucket, Granularity, KeyHour
 
 
@@ -212,6 +213,19 @@ class UsageRepository(Protocol):
         (Unix microseconds); returns how many."""
 
 
+class QuotaRepository(Protocol):
+    """Quota counters in the database (see ``keystile.ratelimit.quota``)."""
+
+    async def consume(self, name: str, period: Period, limit: int, cost: int) -> QuotaCount | None:
+        """Add ``cost`` unless that passes ``limit``; None when not seeded."""
+
+    async def seed(self, name: str, period: Period, used: int) -> None:
+        """Start the counter at ``used`` unless it exists."""
+
+    async def purge(self, before: int) -> int:
+        """Delete the counters of periods that started before ``before``."""
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction (or of one read)."""
 
@@ -232,6 +246,9 @@ class UnitOfWork(Protocol):
 
     @property
     def usage(self) -> UsageRepository: ...
+
+    @property
+    def quotas(self) -> QuotaRepository: ...
 
 
 class Storage(Protocol):

@@ -10,6 +10,7 @@ import math
 
 from keystile import clock as clocks
 from keystile.ratelimit.models import Count, Guard
+from keystile.ratelimit.quota import Period, QuotaCount
 
 
 class MemoryWindows:
@@ -48,3 +49,36 @@ class MemoryWindows:
 
     async def close(self) -> None:
         self._windows.clear()
+
+
+class MemoryQuotas:
+    """:class:`~keystile.ratelimit.quota.QuotaCounter` in this process: exact
+    when this process is the only one counting (one worker, no Redis), and
+    the fallback of the Redis counters in ``open`` mode. Holds one entry per
+    counter, for its current period only."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, int]] = {}  # name -> (period start, used)
+
+    async def consume(self, name: str, period: Period, limit: int, cost: int) -> QuotaCount | None:
+        return self.consume_now(name, period, limit, cost)
+
+    def consume_now(self, name: str, period: Period, limit: int, cost: int) -> QuotaCount | None:
+        entry = self._counts.get(name)
+        if entry is None or entry[0] != period.start:
+            return None
+        used = entry[1]
+        if cost and used + cost > limit:
+            return QuotaCount(used, admitted=False)
+        if cost:
+            used += cost
+            self._counts[name] = (period.start, used)
+        return QuotaCount(used, admitted=True)
+
+    async def seed(self, name: str, period: Period, used: int) -> None:
+        self.seed_now(name, period, used)
+
+    def seed_now(self, name: str, period: Period, used: int) -> None:
+        entry = self._counts.get(name)
+        if entry is None or entry[0] != period.start:
+            self._counts[name] = (period.start, used)

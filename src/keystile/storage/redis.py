@@ -3,29 +3,13 @@
 Each request's increment is atomic (INCR in a Lua script), and the window is
 computed from Redis's own clock (TIME), so instances with skewed clocks still
 count into the same window: admissions per window never exceed the limit.
+The calls of one event-loop turn are sent as one script call, with the rules
+for a slow, refusing or unreachable Redis of :mod:`keystile.storage.redis_batch`;
+when Redis is unreachable, ``open`` keeps serving with this process's own
+counters (each process then enforces the limit alone), ``closed`` refuses
+with 503.
 
-One Redis round trip costs far more client CPU than the work it does, so the
-increments of all requests waiting in the same event-loop turn are sent
-together, as one script call (coalescing): exactness is unchanged, since the
-script increments each counter atomically.
-
-A slow Redis is not a failed one. A call whose reply has not been read may
-already have been counted in Redis, and a busy event loop (or machine) makes
-a live Redis look slow; counting such a request again in this process could
-admit more than the limit. So:
-
-- a reply read within the reply deadline (``reply_timeout_ms``) counts,
-  however slow it was;
-- no reply by then, or a connection lost mid-call: the requests of that call
-  are refused (503, never admitted), and a reachability probe, not the
-  timeout, decides whether Redis is unreachable (see :class:`Reachability`);
-- Redis unreachable, or answering with an error instead of counting (LOADING
-  after a restart, READONLY after a failover, OOM, BUSY): the failure policy
-  applies. ``open`` keeps serving with this process's own counters (each
-  process then enforces the limit alone), ``closed`` refuses with 503. A
-  circuit opens for a second, so a dead Redis does not cost a failed call per
-  request; then the next request tries Redis again and, if it answers, all is
-  back.
+Also here: idempotency locks and the revocation feed, shared through Redis.
 """
 
 from __future__ import annotations
@@ -33,34 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import (
-    AuthenticationError,
-    AuthorizationError,
-    BusyLoadingError,
-    RedisError,
-    ResponseError,
-)
 
 from keystile.periodic import BackgroundTask
 from keystile.ratelimit.models import Count, Guard, RateLimiterUnavailable
 from keystile.storage.memory import MemoryWindows
+from keystile.storage.redis_batch import FAILURES, ScriptBatcher, Unreachable
 
 log = logging.getLogger("keystile.ratelimit")
 
 FailureMode = Literal["open", "closed"]
-CIRCUIT_SECONDS = 1.0
-# Errors that are Redis's own answer (it is up, but will not count): the
-# request was not counted there, and waiting longer would not help.
-_REFUSALS = (ResponseError, BusyLoadingError, AuthenticationError, AuthorizationError)
-_FAILURES = (RedisError, OSError, TimeoutError)
 
 # For entry i: KEYS[2i-1] is a counter's name without its window, KEYS[2i] its
 # guard's name ('' for none); ARGV[4i-3] the window in ms, ARGV[4i-2] the cost
@@ -123,61 +93,6 @@ def connect(url: str, reply_timeout_ms: int, *, subscriber: bool = False) -> aio
     )
 
 
-class Reachability:
-    """Whether Redis can be reached at all: a fresh connection to its address
-    (TCP, or its Unix socket) within ``timeout_ms``, made in a thread.
-
-    A live Redis accepts connections even while it is busy (the kernel
-    completes the handshake), so a slow Redis is reachable; a stopped one
-    refuses, a lost host does not answer. The connection is made in a thread
-    so that a busy event loop cannot make a live Redis look unreachable: the
-    timeout is measured by the kernel, not by this loop. Probes that overlap
-    share one attempt.
-    """
-
-    def __init__(self, client: aioredis.Redis, timeout_ms: int) -> None:
-        kwargs = client.connection_pool.connection_kwargs
-        self._path: str | None = kwargs.get("path")
-        self._address = (str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379)))
-        self._timeout = timeout_ms / 1000
-        self._running: asyncio.Future[bool] | None = None
-
-    async def reachable(self) -> bool:
-        if self._running is None:
-            running = asyncio.ensure_future(asyncio.to_thread(self._connect))
-            self._running = running
-            running.add_done_callback(lambda _: setattr(self, "_running", None))
-        return await asyncio.shield(self._running)
-
-    def _connect(self) -> bool:
-        try:
-            if self._path is not None:
-                with socket.socket(socket.AF_UNIX) as sock:
-                    sock.settimeout(self._timeout)
-                    sock.connect(self._path)
-            else:
-                with socket.create_connection(self._address, timeout=self._timeout):
-                    pass
-        except OSError:
-            return False
-        return True
-
-
-class _Unreachable(Exception):
-    """Redis cannot count this request: the failure policy decides."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    name: str
-    window_ms: int
-    cost: int
-    guard: str  # '' for none
-    guard_window_ms: int
-    guard_limit: int
-    future: asyncio.Future[Count]
-
-
 class RedisWindows:
     """:class:`~keystile.ratelimit.models.WindowCounter` on Redis.
 
@@ -200,102 +115,39 @@ class RedisWindows:
     ) -> None:
         self.client = client
         self._prefix = f"{prefix}:rl:"
-        self._reply_timeout = reply_timeout_ms / 1000
-        self._reachability = Reachability(client, timeout_ms)
         self._failure_mode = failure_mode
         self._fallback = fallback or MemoryWindows()
-        self._script = self.client.register_script(_HIT_SCRIPT)
-        self._pending: list[_Pending] = []
-        self._circuit_open_until = 0.0
-        self._slow_logged_at = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batch = ScriptBatcher(
+            client,
+            _HIT_SCRIPT,
+            what="rate limiting",
+            results_per_entry=3,
+            timeout_ms=timeout_ms,
+            reply_timeout_ms=reply_timeout_ms,
+            failure_mode=failure_mode,
+        )
+        self._reply_timeout = reply_timeout_ms / 1000
 
     async def hit(
         self, key: str, window_seconds: int, cost: int = 1, guard: Guard | None = None
     ) -> Count:
-        if time.monotonic() < self._circuit_open_until:
+        if self._batch.circuit_open:
             return self._degraded(key, window_seconds, cost, guard)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Count] = loop.create_future()
-        pending = _Pending(self._prefix + key, window_seconds * 1000, cost, "", 0, 0, future)
+        guard_args: tuple[str, int, int] = ("", 0, 0)
         if guard is not None:
-            pending.guard = self._prefix + guard.key
-            pending.guard_window_ms = guard.limit.window_seconds * 1000
-            pending.guard_limit = guard.limit.amount
-        self._pending.append(pending)
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)  # after every request already runnable this turn
+            guard_args = (
+                self._prefix + guard.key,
+                guard.limit.window_seconds * 1000,
+                guard.limit.amount,
+            )
         try:
-            return await future
-        except _Unreachable:
+            count, reset_ms, guarded = await self._batch.call(
+                [self._prefix + key, guard_args[0]],
+                [window_seconds * 1000, cost, guard_args[1], guard_args[2]],
+            )
+        except Unreachable:
             return self._degraded(key, window_seconds, cost, guard)
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[_Pending]) -> None:
-        try:
-            async with asyncio.timeout(self._reply_timeout):
-                result: list[Any] = await self._script(
-                    keys=[name for p in batch for name in (p.name, p.guard)],
-                    args=[
-                        value
-                        for p in batch
-                        for value in (p.window_ms, p.cost, p.guard_window_ms, p.guard_limit)
-                    ],
-                )
-        except _REFUSALS as exc:
-            self._trip(exc)
-            self._fail(batch, _Unreachable(str(exc)))
-            return
-        except _FAILURES as exc:
-            if not await self._reachability.reachable():
-                self._trip(exc)
-                self._fail(batch, _Unreachable(str(exc)))
-                return
-            # Live but slow, or the connection broke mid-call: these requests
-            # may have been counted in Redis, so they are neither admitted nor
-            # counted again here.
-            self._log_slow(exc, len(batch))
-            self._fail(batch, RateLimiterUnavailable("Redis did not answer in time"))
-            return
-        for index, pending in enumerate(batch):
-            if not pending.future.done():
-                count, reset_ms, guarded = result[3 * index : 3 * index + 3]
-                pending.future.set_result(
-                    Count(count=int(count), reset=int(reset_ms) / 1000, guarded=bool(guarded))
-                )
-
-    @staticmethod
-    def _fail(batch: list[_Pending], exc: Exception) -> None:
-        for pending in batch:
-            if not pending.future.done():
-                pending.future.set_exception(exc)
-
-    def _trip(self, exc: BaseException) -> None:
-        if time.monotonic() >= self._circuit_open_until:
-            log.warning(
-                "Redis is unavailable for rate limiting (%s); failing %s for %.0f s",
-                type(exc).__name__,
-                self._failure_mode,
-                CIRCUIT_SECONDS,
-            )
-        self._circuit_open_until = time.monotonic() + CIRCUIT_SECONDS
-
-    def _log_slow(self, exc: BaseException, requests: int) -> None:
-        now = time.monotonic()
-        if now - self._slow_logged_at >= CIRCUIT_SECONDS:
-            self._slow_logged_at = now
-            log.warning(
-                "Redis is reachable but gave no rate-limit reply within %.0f ms (%s); "
-                "%d requests refused with 503",
-                self._reply_timeout * 1000,
-                type(exc).__name__,
-                requests,
-            )
+        return Count(count=int(count), reset=int(reset_ms) / 1000, guarded=bool(guarded))
 
     def _degraded(self, key: str, window_seconds: int, cost: int, guard: Guard | None) -> Count:
         if self._failure_mode == "closed":
@@ -307,8 +159,7 @@ class RedisWindows:
             await self.client.ping()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            await task
+        await self._batch.close()
 
 
 # Release a lock only if we still hold it (our token), atomically.
@@ -354,7 +205,7 @@ class RedisInFlight:
         try:
             async with asyncio.timeout(self._timeout):
                 taken = await self._client.set(self._prefix + name, token, nx=True, px=self._ttl_ms)
-        except _FAILURES as exc:
+        except FAILURES as exc:
             # The SET may have been made all the same: keep the token, so that
             # release removes our lock rather than leave it for its TTL.
             self._tokens[name] = token
@@ -374,7 +225,7 @@ class RedisInFlight:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._release(keys=[self._prefix + name], args=[token])
-        except _FAILURES:
+        except FAILURES:
             pass  # the lock expires on its own after its TTL
 
 
@@ -428,7 +279,7 @@ class RedisRevocations(BackgroundTask):
         try:
             async with asyncio.timeout(self._timeout):
                 await self._client.publish(self._channel, key_id)
-        except _FAILURES as exc:
+        except FAILURES as exc:
             log.warning("could not publish the revocation of %s yet: %r", key_id, exc)
             return False
         return True

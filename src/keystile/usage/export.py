@@ -68,7 +68,7 @@ async def month_rows(
     day = Granularity.DAY
     async with storage.reader() as uow:
         if await uow.accounts.get(account_id) is None:
-            raise NotFound(f"No account {account_id[:64]!r}.")
+            raise NotFound(f"No such account: {account_id[:64]!r}.")
         key_ids = await uow.usage.keys_with_usage(account_id, day, start, end)
         found = await uow.usage.buckets(account_id, day, start, end, by_key=True)
     counts: dict[tuple[str | None, int], Counts] = {(b.key_id, b.start): b.counts for b in found}

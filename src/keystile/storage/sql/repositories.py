@@ -26,6 +26,7 @@ from keystile.storage.base import KeyFilter, StoredResponse
 from keystile.storage.sql.audit import SqlAuditEvents
 from keystile.storage.sql.common import Connection, insert_for, newest_first
 from keystile.storage.sql.operators import SqlOperatorKeys
+from keystile.storage.sql.quotas import SqlQuotaCounters
 from keystile.storage.sql.tables import accounts, api_keys, idempotency_records
 from keystile.storage.sql.usage import SqlUsage
 
@@ -390,6 +391,7 @@ class SqlUnitOfWork:
         self.operator_keys = SqlOperatorKeys(conn)
         self.audit = SqlAuditEvents(conn)
         self.usage = SqlUsage(conn)
+        self.quotas = SqlQuotaCounters(conn)
 
     @property
     def invalidated(self) -> set[str]:

@@ -115,7 +115,7 @@ idempotency_records = sa.Table(
     sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
 )
 
-# Usage metering (contract §11, migration 0005). Bucket starts are Unix
+# Usage metering (contract §11, migration 0006). Bucket starts are Unix
 # *seconds* on an hour or day boundary (an identity, not a timestamp). No
 # foreign keys: keys and accounts are never deleted, and the meter's upserts
 # stay one index probe each.
@@ -153,4 +153,13 @@ usage_writers = sa.Table(
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("sequence", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),  # Unix microseconds
+)
+
+# Quota counters, when several workers share a host without Redis (0005).
+quota_counters = sa.Table(
+    "quota_counters",
+    metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("period_start", sa.BigInteger, primary_key=True),
+    sa.Column("used", sa.BigInteger, nullable=False),
 )
