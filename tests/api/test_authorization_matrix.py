@@ -179,5 +179,6 @@ async def test_the_matrix_covers_every_protected_operation(client: httpx.AsyncCl
         ("/v1/api-keys/{key_id}/rotate", "post"), ("/v1/keys/verify", "post"),
         ("/v1/audit-events", "get"), ("/v1/accounts", "post"), ("/v1/accounts", "get"),
         ("/v1/accounts/{account_id}", "get"), ("/v1/accounts/{account_id}", "patch"),
+        ("/v1/api-keys/{key_id}/usage", "get"), ("/v1/usage", "get"),
     }  # fmt: skip
     assert protected == covered
