@@ -23,6 +23,7 @@ DEFAULT_SCOPES = (
     "admin:api_keys admin:webhooks verify:keys"
 )
 ADMIN_SCOPE = "admin:api_keys"
+WEBHOOKS_SCOPE = "admin:webhooks"
 VERIFY_SCOPE = "verify:keys"
 
 _PREFIX = re.compile(r"[a-z][a-z0-9]{1,15}")
@@ -177,6 +178,48 @@ class Settings(BaseSettings):
         ge=1,
         le=36_500,
         description="How long hourly usage is kept; older hours are rolled up into daily totals.",
+    )
+
+    webhook_retry_hours: float = Field(
+        72.0,
+        gt=0,
+        le=720,
+        description="How long a webhook delivery is retried before it is marked failed "
+        "(contract §13).",
+    )
+    webhook_retry_base_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Delay before a webhook delivery's first retry; it doubles with each "
+        "attempt up to one hour, with jitter.",
+    )
+    webhook_allow_http: bool = Field(
+        False, description="Allow http:// webhook URLs (https only by default)."
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhook URLs resolving to loopback, private, link-local or "
+        "metadata addresses (refused by default).",
+    )
+    webhook_concurrency: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Webhook deliveries one process sends at once (at most a quarter of "
+        "them, and at least one, to the same endpoint).",
+    )
+    webhook_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each process looks for webhook deliveries that are due.",
+    )
+    webhook_scan_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How often api_key.expiring and api_key.expired events are looked for.",
     )
 
     @field_validator("key_prefix")

@@ -19,6 +19,7 @@ import pytest
 
 from keystile.api.app import create_app
 from keystile.api.pipeline import Pipeline
+from keystile.audit.models import CLI_ORIGIN
 from tests.conftest import settings_for
 from tests.support import LEDGER, FakeClock, Tenant, free_port, make_tenant
 
@@ -36,7 +37,14 @@ def settings(database_url: str, data_dir: Path, tmp_path: Path) -> Any:
     routes.write_text(
         f'[[routes]]\nprefix = "/v1/contacts"\nmethods = ["GET"]\nscope = "read:contacts"\nupstream = "{nowhere}"\n'
     )
-    return settings_for(database_url, data_dir, routes=routes, tier_standard="100000/10 seconds")
+    return settings_for(
+        database_url,
+        data_dir,
+        routes=routes,
+        tier_standard="100000/10 seconds",
+        webhook_allow_http=True,
+        webhook_allow_private=True,
+    )
 
 
 @pytest.fixture
@@ -47,16 +55,35 @@ async def app(settings: Any, clock: FakeClock) -> Iterator[Pipeline]:  # type: i
 
 
 ACCOUNT_ENDPOINTS = ("accounts.create", "accounts.list", "accounts.get", "accounts.update")
+WEBHOOK_ENDPOINTS = (
+    "webhooks.create", "webhooks.list", "webhooks.get", "webhooks.update", "webhooks.delete",
+    "webhooks.deliveries",
+)  # fmt: skip
 ENDPOINTS = (
     "create", "list", "get", "update", "rotate", "revoke", "verify", "gateway", "audit",
-    "key_usage", "usage", *ACCOUNT_ENDPOINTS,
+    "key_usage", "usage", *ACCOUNT_ENDPOINTS, *WEBHOOK_ENDPOINTS,
 )  # fmt: skip
+# Webhook endpoints need admin:webhooks alone (admin:api_keys is not enough).
+WEBHOOK_SCOPES = ("admin:webhooks", "admin:api_keys", "read:contacts")
+WEBHOOK_COMBINATIONS = [
+    c for n in range(1, len(WEBHOOK_SCOPES) + 1) for c in itertools.combinations(WEBHOOK_SCOPES, n)
+]
+NOWHERE = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: deliveries fail at once
 
 
 def expected(endpoint: str, scopes: tuple[str, ...], target: str) -> tuple[int, str | None]:
     """The contract's answer for an account key holding ``scopes``."""
     if endpoint in ACCOUNT_ENDPOINTS:
         return 403, "insufficient_permissions"  # operator keys only (contract §9)
+    if endpoint in WEBHOOK_ENDPOINTS:
+        if "admin:webhooks" not in scopes:
+            return 403, "insufficient_permissions"
+        if endpoint == "webhooks.create":
+            return 201, None
+        if endpoint in ("webhooks.get", "webhooks.update", "webhooks.delete",
+                        "webhooks.deliveries") and target != "own":  # fmt: skip
+            return 404, "not_found"
+        return 200, None
     required = {
         "create": "admin:api_keys",
         "list": "admin:api_keys",
@@ -84,9 +111,24 @@ def expected(endpoint: str, scopes: tuple[str, ...], target: str) -> tuple[int, 
 
 
 async def call(
-    client: httpx.AsyncClient, endpoint: str, caller: Tenant, target: Tenant
+    client: httpx.AsyncClient, endpoint: str, caller: Tenant, target: Tenant, hook: str = ""
 ) -> httpx.Response:
     headers = caller.headers
+    if endpoint == "webhooks.create":
+        body = {"url": NOWHERE, "events": ["api_key.revoked"]}
+        return await client.post("/v1/webhook-endpoints", json=body, headers=headers)
+    if endpoint == "webhooks.list":
+        return await client.get("/v1/webhook-endpoints", headers=headers)
+    if endpoint == "webhooks.get":
+        return await client.get(f"/v1/webhook-endpoints/{hook}", headers=headers)
+    if endpoint == "webhooks.update":
+        return await client.patch(
+            f"/v1/webhook-endpoints/{hook}", json={"description": "x"}, headers=headers
+        )
+    if endpoint == "webhooks.delete":
+        return await client.delete(f"/v1/webhook-endpoints/{hook}", headers=headers)
+    if endpoint == "webhooks.deliveries":
+        return await client.get(f"/v1/webhook-endpoints/{hook}/deliveries", headers=headers)
     if endpoint == "create":
         return await client.post("/v1/api-keys", json=CREATE_BODY, headers=headers)
     if endpoint == "list":
@@ -124,12 +166,28 @@ async def call(
     return await client.get("/v1/contacts/1", headers=headers)
 
 
+async def webhook_endpoint(app: Pipeline, owner: Tenant) -> str:
+    """A webhook endpoint of ``owner``'s account: its id."""
+    async with app.services.storage.transaction() as uow:
+        made = await app.services.webhooks.create(
+            uow,
+            owner.account.id,
+            url=NOWHERE,
+            events=("api_key.revoked",),
+            description=None,
+            origin=CLI_ORIGIN,
+        )
+    LEDGER.remember(made.secret)
+    return made.endpoint.id
+
+
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 async def test_authorization_matrix(
     app: Pipeline, client: httpx.AsyncClient, endpoint: str
 ) -> None:
     failures: list[tuple[object, ...]] = []
-    for scopes in COMBINATIONS:
+    webhooks = endpoint in WEBHOOK_ENDPOINTS
+    for scopes in WEBHOOK_COMBINATIONS if webhooks else COMBINATIONS:
         for target_kind in ("own", "other"):
             caller = await make_tenant(app, permissions=scopes, name="caller")
             # The target key: in the caller's account, or in another one.
@@ -139,7 +197,8 @@ async def test_authorization_matrix(
                 name="target",
                 account=caller.account if target_kind == "own" else None,
             )
-            response = await call(client, endpoint, caller, target)
+            hook = await webhook_endpoint(app, target) if webhooks else ""
+            response = await call(client, endpoint, caller, target, hook)
             status, code = expected(endpoint, scopes, target_kind)
             body = response.json()
             got_code = body.get("error", {}).get("code") if isinstance(body, dict) else None
@@ -155,12 +214,16 @@ async def test_authorization_matrix(
                 ids = {k["id"] for k in body["data"]}
                 if (target.key_id in ids) != (target_kind == "own"):
                     failures.append((scopes, target_kind, "list isolation"))
+            if endpoint == "webhooks.list" and status == 200:
+                ids = {e["id"] for e in body["data"]}
+                if (hook in ids) != (target_kind == "own"):
+                    failures.append((scopes, target_kind, "webhook list isolation"))
             if endpoint == "audit" and status == 200:
                 accounts = {event["account_id"] for event in body["data"]}
                 if accounts - {caller.account.id}:
                     failures.append((scopes, target_kind, "audit isolation", accounts))
             if response.status_code == 201:
-                LEDGER.remember(body["data"]["key"])
+                LEDGER.remember(body["data"]["secret" if webhooks else "key"])
     assert failures == [], failures
 
 
@@ -180,5 +243,10 @@ async def test_the_matrix_covers_every_protected_operation(client: httpx.AsyncCl
         ("/v1/audit-events", "get"), ("/v1/accounts", "post"), ("/v1/accounts", "get"),
         ("/v1/accounts/{account_id}", "get"), ("/v1/accounts/{account_id}", "patch"),
         ("/v1/api-keys/{key_id}/usage", "get"), ("/v1/usage", "get"),
+        ("/v1/webhook-endpoints", "post"), ("/v1/webhook-endpoints", "get"),
+        ("/v1/webhook-endpoints/{endpoint_id}", "get"),
+        ("/v1/webhook-endpoints/{endpoint_id}", "patch"),
+        ("/v1/webhook-endpoints/{endpoint_id}", "delete"),
+        ("/v1/webhook-endpoints/{endpoint_id}/deliveries", "get"),
     }  # fmt: skip
     assert protected == covered

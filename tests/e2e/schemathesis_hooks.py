@@ -15,6 +15,11 @@ environment (all set by the test):
   ``read:contacts``) to the echoing upstream of ``tests/e2e/upstream.py``;
   the hooks add it to the schema, since ``/openapi.json`` describes only
   keystile's own endpoints;
+- ``FUZZ_WEBHOOK_HOST``: ``127.0.0.1:<port>`` where nothing listens: the
+  host every generated webhook URL is sent with, so that creating an
+  endpoint never makes keystile resolve a random name (DNS traffic off the
+  machine) and its deliveries fail at once on loopback (the server runs with
+  ``KEYSTILE_WEBHOOK_ALLOW_HTTP`` and ``_ALLOW_PRIVATE``);
 - ``FUZZ_REPORT``: where to write, at the end of the run, how many
   responses each kind of hostile request got (the test requires every kind
   to have been sent).
@@ -208,6 +213,30 @@ def before_load_schema(context: schemathesis.HookContext, raw_schema: dict[str, 
 
 # An edit of a generated case: it changes the case (a copy) in place.
 Edit = Callable[[AnyCase], None]
+
+
+def loopback_url(raw: str) -> str:
+    """``raw`` with its host (and port, and any credentials) replaced by
+    ``FUZZ_WEBHOOK_HOST``; a string without a host is sent as generated (it
+    is refused before any name is resolved)."""
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname
+    except ValueError:
+        return raw
+    if not host:
+        return raw
+    return parts._replace(netloc=os.environ["FUZZ_WEBHOOK_HOST"]).geturl()
+
+
+@schemathesis.hook
+def before_call(context: schemathesis.HookContext, case: AnyCase, kwargs: dict[str, Any]) -> None:
+    """Every webhook URL goes to a loopback port where nothing listens."""
+    body = case.body
+    if case.operation.path.startswith("/v1/webhook-endpoints") and isinstance(body, dict):
+        url = body.get("url")
+        if isinstance(url, str):
+            body["url"] = loopback_url(url)
 
 
 @schemathesis.hook

@@ -60,7 +60,10 @@ KINDS = {
     "another account's key to verify",
 }
 
-ADMIN_SCOPES = ("admin:api_keys", "verify:keys", "read:contacts", "write:contacts", "read:deals")
+ADMIN_SCOPES = (
+    "admin:api_keys", "admin:webhooks", "verify:keys", "read:contacts", "write:contacts",
+    "read:deals",
+)  # fmt: skip
 GATEWAY_PREFIX = "/v1/contacts"
 
 
@@ -131,6 +134,8 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             KEYSTILE_TIER_STANDARD="100000000/10 seconds",
             KEYSTILE_AUTH_FAILURE_LIMIT="100000000/minute",
             KEYSTILE_ROUTES=str(routes_file(tmp_path / "routes.toml", upstream)),
+            KEYSTILE_WEBHOOK_ALLOW_HTTP="true",
+            KEYSTILE_WEBHOOK_ALLOW_PRIVATE="true",
         )
         account, admin = cli_admin(env, *ADMIN_SCOPES)
         foreign_account, foreign = cli_admin(env, "read:contacts")
@@ -145,6 +150,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             "FUZZ_FOREIGN_SECRET": foreign,
             "FUZZ_GATEWAY_PREFIX": GATEWAY_PREFIX,
             "FUZZ_REPORT": str(report),
+            "FUZZ_WEBHOOK_HOST": f"127.0.0.1:{free_port()}",
         }
         schemathesis = str(Path(sys.executable).parent / "schemathesis")
         with serving(env, log=tmp_path / "server.log") as url:

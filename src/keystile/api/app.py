@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from keystile.api.idempotency import IdempotencyLayer
 from keystile.api.management import create_management_app
 from keystile.api.observability import Metrics, configure_logging
 from keystile.api.pipeline import Endpoint, Pipeline, Router
+from keystile.api.schemas import key_out
 from keystile.api.verify import PATH as VERIFY_PATH
 from keystile.api.verify import VerifyEndpoint
 from keystile.audit.service import AuditLog
@@ -46,6 +48,12 @@ from keystile.storage.sql import migrate
 from keystile.storage.sql.database import open_storage, scheme_of
 from keystile.usage.meter import UsageMeter
 from keystile.usage.service import UsageService
+from keystile.webhooks.dispatcher import Dispatcher
+from keystile.webhooks.limits import LimitEvents
+from keystile.webhooks.outbox import Outbox
+from keystile.webhooks.sender import Sender
+from keystile.webhooks.service import WebhookService
+from keystile.webhooks.urls import UrlPolicy
 
 log = logging.getLogger("keystile")
 
@@ -62,7 +70,19 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         connect(settings.redis_url, settings.redis_reply_timeout_ms) if settings.redis_url else None
     )
     audit = AuditLog(clock=clock, retention_days=settings.audit_retention_days)
-    keys = KeyService(storage, prefix=settings.key_prefix, audit=audit, clock=clock)
+    keyring = keyring_for(settings)
+    outbox = Outbox(
+        lambda key, now: key_out(key, settings.key_prefix, now).model_dump(), clock=clock
+    )
+    keys = KeyService(storage, prefix=settings.key_prefix, audit=audit, events=outbox, clock=clock)
+    webhooks = WebhookService(
+        storage,
+        keyring,
+        policy=UrlPolicy(settings.webhook_allow_http, settings.webhook_allow_private),
+        audit=audit,
+        clock=clock,
+    )
+    limit_events = LimitEvents()
     accounts = AccountService(storage, audit=audit, clock=clock)
     usage = UsageRecorder(storage, settings.last_used_interval_seconds)
     usage_meter = UsageMeter(storage, flush_seconds=settings.usage_flush_seconds, clock=clock)
@@ -93,7 +113,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
             prefix=settings.redis_prefix,
             reply_timeout_ms=settings.redis_reply_timeout_ms,
         )
-    idempotency = IdempotencyService(storage, keyring_for(settings), in_flight, clock=clock)
+    idempotency = IdempotencyService(storage, keyring, in_flight, clock=clock)
     ratelimiter = RateLimiter(
         window_counter(settings, redis_client, clock),
         tiers={
@@ -105,6 +125,20 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         quotas=quota_counter(settings, redis_client, storage),
         quota_seed=_usage_recorded(storage, usage_meter),
         clock=clock,
+        listener=limit_events,
+    )
+    dispatcher = Dispatcher(
+        storage,
+        webhooks,
+        outbox,
+        limit_events,
+        Sender(webhooks.policy, max_connections=settings.webhook_concurrency),
+        retry_hours=settings.webhook_retry_hours,
+        retry_base_seconds=settings.webhook_retry_base_seconds,
+        poll_seconds=settings.webhook_poll_seconds,
+        scan_seconds=settings.webhook_scan_seconds,
+        concurrency=settings.webhook_concurrency,
+        clock=clock,
     )
     services = Services(
         settings=settings,
@@ -112,6 +146,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         keys=keys,
         accounts=accounts,
         audit=audit,
+        webhooks=webhooks,
         verifier=verifier,
         usage=usage,
         usage_meter=usage_meter,
@@ -137,11 +172,12 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         purger = Periodic(
             "purging idempotency records and old audit events, rolling up usage",
             settings.idempotency_purge_interval_seconds,
-            lambda: purge_expired(idempotency, audit, usage_service, storage),
+            lambda: purge_expired(idempotency, audit, usage_service, storage, dispatcher, webhooks),
         )
         usage.start()
         usage_meter.start()
         purger.start()
+        dispatcher.start()
         if revocations is not None:
             revocations.start()
         # Everything allocated so far lives as long as the process: keep it
@@ -154,6 +190,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
             if revocations is not None:
                 await revocations.stop()
             await purger.stop()
+            await dispatcher.stop()
+            with contextlib.suppress(Exception):  # traffic events queued since the last write
+                await limit_events.write(storage, outbox)
             await usage.stop()
             await usage_meter.stop()  # the last counts, while the database is open
             await ratelimiter.counter.close()
@@ -171,14 +210,25 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
 
 
 async def purge_expired(
-    idempotency: IdempotencyService, audit: AuditLog, usage: UsageService, storage: Storage
+    idempotency: IdempotencyService,
+    audit: AuditLog,
+    usage: UsageService,
+    storage: Storage,
+    dispatcher: Dispatcher | None = None,
+    webhooks: WebhookService | None = None,
 ) -> None:
     """The background job: expired idempotency records (24 h), audit events
-    past ``KEYSTILE_AUDIT_RETENTION_DAYS``, and hourly usage past
-    ``KEYSTILE_USAGE_HOURLY_RETENTION_DAYS`` rolled up into daily totals."""
+    past ``KEYSTILE_AUDIT_RETENTION_DAYS``, hourly usage past
+    ``KEYSTILE_USAGE_HOURLY_RETENTION_DAYS`` rolled up into daily totals, and
+    settled webhook deliveries older than 30 days, and webhook signing
+    secrets re-encrypted under the current application key."""
     await idempotency.purge()
     await audit.purge(storage)
     await usage.roll_up()
+    if dispatcher is not None:
+        await dispatcher.purge()
+    if webhooks is not None:
+        await webhooks.reencrypt()
 
 
 def revocation_feed(

@@ -28,6 +28,7 @@ from keystile.settings import Settings
 from keystile.storage.base import Storage, UnitOfWork
 from keystile.usage.meter import UsageMeter
 from keystile.usage.service import UsageService
+from keystile.webhooks.service import WebhookService
 
 
 @dataclass(slots=True)
@@ -39,6 +40,7 @@ class Services:
     keys: KeyService
     accounts: AccountService
     audit: AuditLog
+    webhooks: WebhookService
     verifier: KeyVerifier
     usage: UsageRecorder  # last_used_at
     usage_meter: UsageMeter  # metered requests per key, hour and outcome (contract §11)

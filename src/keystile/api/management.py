@@ -15,7 +15,7 @@ from keystile.api import verify
 from keystile.api.account_schemas import CreateAccountRequest, UpdateAccountRequest
 from keystile.api.deps import Services, error_response
 from keystile.api.pipeline import AUDIENCE_EXTENSION, PERMISSION_EXTENSION
-from keystile.api.routes import accounts, api_keys, audit, ops, usage
+from keystile.api.routes import accounts, api_keys, audit, ops, usage, webhooks
 from keystile.api.schemas import (
     CreateApiKeyRequest,
     ErrorEnvelope,
@@ -148,7 +148,8 @@ def create_management_app(services: Services) -> FastAPI:
     # Routes are added to the app itself, not through include_router, so that
     # app.router.routes lists every APIRoute: the pipeline routes (and checks
     # permissions) from that list before FastAPI sees the request.
-    for router in (api_keys.router, accounts.router, audit.router, usage.router, ops.router):
+    routers = (api_keys, accounts, audit, usage, webhooks, ops)
+    for router in (module.router for module in routers):
         app.router.routes.extend(router.routes)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)

@@ -101,6 +101,15 @@ def configure_logging(level: str) -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # keystile logs each request itself
+    quiet_http_clients()
+
+
+def quiet_http_clients() -> None:
+    """httpx and httpcore log every request's URL at INFO: a webhook URL may
+    carry a customer's token in its query, and keystile logs each delivery's
+    outcome in the delivery log instead."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def uvicorn_log_config(level: str) -> dict[str, Any]:
@@ -121,6 +130,8 @@ def uvicorn_log_config(level: str) -> dict[str, Any]:
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
         },
     }
 

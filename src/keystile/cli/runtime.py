@@ -63,11 +63,13 @@ def run(work: Callable[[Services], Awaitable[T]]) -> T:
     # Imported here: the database layers take most of a second to import,
     # which `--help`, `--version` and every Tab of shell completion skip.
     from keystile.accounts.service import AccountService
+    from keystile.api.schemas import key_out
     from keystile.audit.service import AuditLog
     from keystile.keys.operators import OperatorKeys
     from keystile.keys.service import KeyService
     from keystile.storage.sql import migrate
     from keystile.storage.sql.database import open_storage
+    from keystile.webhooks.outbox import Outbox
 
     config = settings()
     migrate.upgrade(config.database)
@@ -78,7 +80,14 @@ def run(work: Callable[[Services], Awaitable[T]]) -> T:
         services = Services(
             settings=config,
             storage=storage,
-            keys=KeyService(storage, prefix=config.key_prefix, audit=audit),
+            # Key changes made here are announced to webhooks like the API's:
+            # the server delivers them (contract §13).
+            keys=KeyService(
+                storage,
+                prefix=config.key_prefix,
+                audit=audit,
+                events=Outbox(lambda key, now: key_out(key, config.key_prefix, now).model_dump()),
+            ),
             accounts=AccountService(storage, audit=audit),
             operator_keys=OperatorKeys(storage, prefix=config.key_prefix, audit=audit),
         )

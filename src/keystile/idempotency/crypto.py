@@ -77,6 +77,11 @@ class Keyring:
         sealed = AESGCM(key).encrypt(nonce, plaintext, associated_data)
         return _VERSION + self._tag(key) + nonce + sealed
 
+    def is_current(self, blob: bytes) -> bool:
+        """Whether ``blob`` names the first (encrypting) key: a record for
+        which it is false is re-encrypted after a rotation."""
+        return blob[1 : 1 + TAG_BYTES] == self._tag(self.keys[0])
+
     def decrypt(self, blob: bytes, associated_data: bytes) -> bytes:
         header = 1 + TAG_BYTES + NONCE_BYTES
         if len(blob) < header or blob[:1] != _VERSION:

@@ -43,3 +43,28 @@ def is_operator_key_id(text: str) -> bool:
 
 def is_audit_id(text: str) -> bool:
     return _AUDIT_ID.fullmatch(text) is not None
+
+
+# Webhooks (contract §13): Stripe's prefixes for endpoints and events.
+_WEBHOOK_ENDPOINT_ID = re.compile(f"we_{_ULID}")
+_DELIVERY_ID = re.compile(f"whd_{_ULID}")
+
+
+def new_webhook_endpoint_id() -> str:
+    return f"we_{ULID()}"
+
+
+def new_event_id() -> str:
+    return f"evt_{ULID()}"
+
+
+def new_delivery_id() -> str:
+    return f"whd_{ULID()}"
+
+
+def is_webhook_endpoint_id(text: str) -> bool:
+    return _WEBHOOK_ENDPOINT_ID.fullmatch(text) is not None
+
+
+def is_delivery_id(text: str) -> bool:
+    return _DELIVERY_ID.fullmatch(text) is not None

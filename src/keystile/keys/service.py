@@ -11,7 +11,7 @@ storage adapter tells every process (see ``Storage.on_invalidated``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Protocol
 
 from keystile import clock as clocks
 from keystile.audit.models import CLI_ORIGIN, Action, Origin, diff
@@ -30,8 +30,22 @@ from keystile.keys.ids import is_account_id, is_key_id, new_key_id
 from keystile.keys.models import ApiKey, IssuedKey, KeyPage, KeyStatus, NewKey, Plan, Tier
 from keystile.keys.validation import name_key
 from keystile.storage.base import KeyFilter, Storage, UnitOfWork
+from keystile.webhooks.models import EventType
 
 MAX_GRACE_SECONDS = 7 * 86_400  # contract §10
+LEAKED = "leaked"  # the revocation reason of a leak report (contract §14)
+
+
+class KeyEvents(Protocol):
+    """Where key changes are announced (the webhook outbox, contract §13),
+    in the change's own unit of work."""
+
+    async def emit(self, uow: UnitOfWork, event_type: str, key: ApiKey) -> object: ...
+
+
+class _NoEvents:
+    async def emit(self, uow: UnitOfWork, event_type: str, key: ApiKey) -> object:
+        return None
 
 
 class KeyService:
@@ -41,12 +55,14 @@ class KeyService:
         *,
         prefix: str,
         audit: AuditLog | None = None,
+        events: KeyEvents | None = None,
         clock: clocks.Clock = clocks.system_clock,
     ) -> None:
         self._storage = storage
         self._prefix = prefix
         self._clock = clock
         self._audit = audit or AuditLog(clock=clock)
+        self.events: KeyEvents = events or _NoEvents()
 
     def now(self) -> int:
         return clocks.now_micros(self._clock)
@@ -98,6 +114,7 @@ class KeyService:
             account_id=account_id,
             changes=created(key_view(key)),
         )
+        await self.events.emit(uow, EventType.API_KEY_CREATED, key)
         return issued
 
     async def _insert(self, uow: UnitOfWork, key: ApiKey, now: int) -> IssuedKey:
@@ -190,6 +207,7 @@ class KeyService:
             account_id=key.account_id,
             changes=diff(key_view(key), key_view(changed)),
         )
+        await self.events.emit(uow, EventType.API_KEY_UPDATED, changed)
         return changed
 
     async def rotate(
@@ -249,6 +267,9 @@ class KeyService:
             account_id=old.account_id,
             changes=diff(key_view(old), key_view(retired)),
         )
+        # The rotated key is the old one (as in the audit event); its
+        # replaced_by names the new key.
+        await self.events.emit(uow, EventType.API_KEY_ROTATED, retired)
         return issued
 
     async def revoke(
@@ -262,7 +283,8 @@ class KeyService:
     ) -> ApiKey:
         """Revoke, idempotently: the first ``revoked_at`` stays, and revoking
         again writes no event. ``reason`` goes into the event's changes
-        (``revoked_reason``), e.g. ``leaked``."""
+        (``revoked_reason``), e.g. ``leaked``. Announces ``api_key.revoked``
+        and, for a leak, ``api_key.leaked`` too (contract §13, §14)."""
         key = await _existing(uow, account_id, key_id)
         if key.revoked_at is not None:
             return key
@@ -281,6 +303,9 @@ class KeyService:
             account_id=key.account_id,
             changes=changes,
         )
+        await self.events.emit(uow, EventType.API_KEY_REVOKED, revoked)
+        if reason == LEAKED:
+            await self.events.emit(uow, EventType.API_KEY_LEAKED, revoked)
         return revoked
 
 

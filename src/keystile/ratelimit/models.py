@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from limits import RateLimitItem
 
 if TYPE_CHECKING:
+    from keystile.keys.models import ApiKey
     from keystile.ratelimit.quota import QuotaDecision
 
 
@@ -116,6 +117,20 @@ class Admission:
         if self.quota is not None:
             headers += self.quota.headers()
         return headers
+
+
+class LimitListener(Protocol):
+    """Told, on the hot path, when a key is refused by its rate limit or its
+    quota use crosses a threshold (the webhooks of contract §13). Calls are
+    synchronous and must not do I/O: a listener queues and returns."""
+
+    def rate_limited(self, key: ApiKey, window_end: int) -> None:
+        """A request of ``key`` was refused in the window ending at
+        ``window_end`` (Unix seconds: the window's identity)."""
+
+    def quota_crossed(self, key: ApiKey, percent: int, period_start: int) -> None:
+        """A request of ``key`` brought its quota's use to ``percent`` (80 or
+        100) of the limit in the period starting at ``period_start``."""
 
 
 class RateLimiterUnavailable(Exception):

@@ -13,10 +13,25 @@ from keystile.ratelimit.models import (
     Decision,
     Guard,
     Limit,
+    LimitListener,
     RateLimiterUnavailable,
     WindowCounter,
 )
 from keystile.ratelimit.quota import Period, QuotaCounter, QuotaDecision, QuotaSeed, period_of
+
+THRESHOLDS = (80, 100)  # percent of a quota that fire api_key.quota_threshold (§13)
+
+
+def crossed(limit: int, used: int, cost: int) -> list[int]:
+    """The thresholds (percent of ``limit``) that a use of ``cost`` units
+    ending at ``used`` reached: exactly one request reaches each, since
+    counters add atomically."""
+    reached = []
+    for percent in THRESHOLDS:
+        mark = -(-limit * percent // 100)  # ceil(limit * percent / 100), in integers
+        if used - cost < mark <= used:
+            reached.append(percent)
+    return reached
 
 
 class BlockedAddresses:
@@ -63,8 +78,10 @@ class RateLimiter:
         quotas: QuotaCounter,
         quota_seed: QuotaSeed,
         clock: clocks.Clock = clocks.system_clock,
+        listener: LimitListener | None = None,
     ) -> None:
         self.counter = counter
+        self.listener = listener
         self.quotas = quotas
         self._quota_seed = quota_seed
         self._tiers = tiers
@@ -94,7 +111,12 @@ class RateLimiter:
         if limit is not None:
             counted = await self.counter.hit(self.counter_of(key), limit.window_seconds)
             decision = Decision.of(limit, counted, self._clock())
+            self._tell_refused(key, decision)
         return Admission(decision, await self._quota(key, decision))
+
+    def _tell_refused(self, key: ApiKey, decision: Decision) -> None:
+        if not decision.allowed and self.listener is not None:
+            self.listener.rate_limited(key, decision.reset)
 
     async def _quota(self, key: ApiKey, rate: Decision | None) -> QuotaDecision | None:
         """Use one unit of ``key``'s quota when the rate limit admitted the
@@ -112,6 +134,9 @@ class RateLimiter:
             counted = await self.quotas.consume(name, period, quota.limit, cost)
             if counted is None:
                 raise RateLimiterUnavailable("the quota counter could not be seeded")
+        if cost and counted.admitted and self.listener is not None:
+            for percent in crossed(quota.limit, counted.used, cost):
+                self.listener.quota_crossed(key, percent, period.start)
         return QuotaDecision.of(quota, period, counted, now)
 
     async def _seed_once(self, name: str, period: Period) -> None:
@@ -149,6 +174,7 @@ class RateLimiter:
             assert blocked is not None  # a guard vetoes only at its limit
             return blocked
         decision = Decision.of(limit, counted, self._clock())
+        self._tell_refused(key, decision)
         return Admission(decision, await self._quota(key, decision))
 
     async def peek(self, key: ApiKey) -> Admission:

@@ -23,6 +23,16 @@ from keystile.keys.models import (
 )
 from keystile.ratelimit.quota import Period, QuotaCount
 from keystile.usage.models import Bucket, Granularity, KeyHour
+from keystile.webhooks.models import (
+    Delivery,
+    DeliveryPage,
+    DeliveryState,
+    DueDelivery,
+    EndpointPage,
+    Outcome,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +236,99 @@ class QuotaRepository(Protocol):
         """Delete the counters of periods that started before ``before``."""
 
 
+class WebhookRepository(Protocol):
+    """Webhook endpoints, the outbox of events and their deliveries
+    (contract §13). Times are Unix microseconds."""
+
+    async def insert_endpoint(self, endpoint: WebhookEndpoint, secret: bytes) -> None:
+        """Store a new endpoint with its encrypted signing secret."""
+
+    async def get_endpoint(
+        self, account_id: str | None, endpoint_id: str
+    ) -> WebhookEndpoint | None: ...
+
+    async def update_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        """Write url, events, description, disabled and updated_at."""
+
+    async def delete_endpoint(self, endpoint_id: str) -> None:
+        """Delete the endpoint and its deliveries."""
+
+    async def list_endpoints(
+        self, account_id: str, *, limit: int, starting_after: WebhookEndpoint | None = None
+    ) -> EndpointPage:
+        """Newest first; ``starting_after`` is an item of a previous page."""
+
+    async def count_endpoints(self, account_id: str) -> int: ...
+
+    async def endpoint_secrets(self, after_id: str, limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` ``(endpoint id, encrypted secret)`` pairs with an
+        id greater than ``after_id``, in id order (for re-encryption)."""
+
+    async def replace_secret(self, endpoint_id: str, old: bytes, new: bytes) -> None:
+        """Store ``new`` as the endpoint's encrypted secret if it still holds ``old``."""
+
+    async def subscribers(self, account_id: str, event_type: str) -> list[str]:
+        """Ids of the account's enabled endpoints that want ``event_type``."""
+
+    async def subscribed_accounts(self, event_type: str) -> list[str]:
+        """Ids of the accounts with an enabled endpoint that wants ``event_type``."""
+
+    async def insert_event(self, event: WebhookEvent) -> bool:
+        """Store ``event``; False (nothing stored) when an event with its
+        ``dedupe_key`` exists, decided by the database's unique index."""
+
+    async def insert_deliveries(
+        self, event: WebhookEvent, endpoint_ids: Sequence[str], now: int
+    ) -> None:
+        """One pending delivery of ``event`` per endpoint, due at ``now``."""
+
+    async def get_delivery(self, endpoint_id: str, delivery_id: str) -> Delivery | None: ...
+
+    async def list_deliveries(
+        self, endpoint_id: str, *, limit: int, starting_after: Delivery | None = None
+    ) -> DeliveryPage:
+        """Newest first."""
+
+    async def has_due(self, now: int) -> bool:
+        """True when a pending delivery's next attempt is at or before ``now``."""
+
+    async def claim(
+        self, now: int, lease_until: int, *, limit: int, per_endpoint: int
+    ) -> list[DueDelivery]:
+        """Lease up to ``limit`` due deliveries (``per_endpoint`` at most per
+        endpoint) until ``lease_until``; no other claim returns them before."""
+
+    async def record(
+        self,
+        delivery_id: str,
+        outcome: Outcome,
+        *,
+        state: DeliveryState,
+        next_attempt_at: int | None,
+    ) -> None:
+        """Count one attempt of a pending delivery and write its outcome."""
+
+    async def give_up(self, created_before: int, reason: str) -> int:
+        """Fail every pending delivery created before ``created_before``."""
+
+    async def purge(self, before: int) -> int:
+        """Delete settled deliveries (and unreferenced events) created before ``before``."""
+
+    async def keys_expiring(
+        self,
+        account_ids: Sequence[str],
+        after: int,
+        until: int,
+        *,
+        notice: int,
+        limit: int,
+        cursor: tuple[int, str] | None = None,
+    ) -> list[ApiKey]:
+        """Unrevoked keys of the accounts whose ``expires_at - notice`` lies
+        in ``(after, until]`` and after their creation, ordered by
+        ``(expires_at, id)``, after ``cursor`` (the last of a previous batch)."""
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction (or of one read)."""
 
@@ -249,6 +352,9 @@ class UnitOfWork(Protocol):
 
     @property
     def quotas(self) -> QuotaRepository: ...
+
+    @property
+    def webhooks(self) -> WebhookRepository: ...
 
 
 class Storage(Protocol):

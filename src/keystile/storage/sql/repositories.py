@@ -17,67 +17,17 @@ from keystile.keys.models import (
     KeyPage,
     KeyStatus,
     Plan,
-    Quota,
-    QuotaPeriod,
-    RateLimitRule,
     Tier,
 )
 from keystile.storage.base import KeyFilter, StoredResponse
 from keystile.storage.sql.audit import SqlAuditEvents
 from keystile.storage.sql.common import Connection, insert_for, newest_first
+from keystile.storage.sql.key_rows import KEY_COLUMNS, key_from_row
 from keystile.storage.sql.operators import SqlOperatorKeys
 from keystile.storage.sql.quotas import SqlQuotaCounters
 from keystile.storage.sql.tables import accounts, api_keys, idempotency_records
 from keystile.storage.sql.usage import SqlUsage
-
-_KEY_COLUMNS = (
-    api_keys.c.id,
-    api_keys.c.account_id,
-    api_keys.c.name,
-    api_keys.c.description,
-    api_keys.c.permissions,
-    api_keys.c.rate_limit_tier,
-    api_keys.c.expires_at,
-    api_keys.c.created_at,
-    api_keys.c.revoked_at,
-    api_keys.c.last_used_at,
-    api_keys.c["metadata"],
-    api_keys.c.disabled,
-    api_keys.c.replaced_by,
-    api_keys.c.rate_limit_limit,
-    api_keys.c.rate_limit_window_seconds,
-    api_keys.c.quota_limit,
-    api_keys.c.quota_period,
-    api_keys.c.limit_key,
-)
-
-
-def _key(row: sa.Row[Any], account_suspended: bool = False) -> ApiKey:
-    rate_limit = None
-    if row.rate_limit_limit is not None and row.rate_limit_window_seconds is not None:
-        rate_limit = RateLimitRule(int(row.rate_limit_limit), int(row.rate_limit_window_seconds))
-    quota = None
-    if row.quota_limit is not None and row.quota_period is not None:
-        quota = Quota(int(row.quota_limit), QuotaPeriod(row.quota_period))
-    return ApiKey(
-        id=row.id,
-        account_id=row.account_id,
-        name=row.name,
-        description=row.description,
-        permissions=tuple(row.permissions.split()),
-        rate_limit_tier=Tier(row.rate_limit_tier),
-        expires_at=row.expires_at,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
-        metadata=dict(row.metadata or {}),
-        disabled=bool(row.disabled),
-        replaced_by=row.replaced_by,
-        rate_limit=rate_limit,
-        quota=quota,
-        limit_key=row.limit_key or "",
-        account_suspended=account_suspended,
-    )
+from keystile.storage.sql.webhooks import SqlWebhooks
 
 
 def _mutable_key_fields(key: ApiKey) -> dict[str, Any]:
@@ -256,11 +206,11 @@ class SqlKeys:
         )
 
     async def get(self, account_id: str | None, key_id: str) -> ApiKey | None:
-        query = sa.select(*_KEY_COLUMNS).where(api_keys.c.id == key_id)
+        query = sa.select(*KEY_COLUMNS).where(api_keys.c.id == key_id)
         if account_id is not None:
             query = query.where(api_keys.c.account_id == account_id)
         row = (await self._conn.execute(query)).first()
-        return None if row is None else _key(row)
+        return None if row is None else key_from_row(row)
 
     async def list(
         self,
@@ -273,7 +223,7 @@ class SqlKeys:
         where: KeyFilter | None = None,
     ) -> KeyPage:
         c = api_keys.c
-        query = sa.select(*_KEY_COLUMNS).where(c.account_id == account_id)
+        query = sa.select(*KEY_COLUMNS).where(c.account_id == account_id)
         if status is not None:
             query = query.where(_status_condition(status, now))
         if where is not None:
@@ -282,7 +232,7 @@ class SqlKeys:
             for name, value in where.metadata.items():
                 query = query.where(c["metadata"][name].as_string() == value)
         rows = (await self._conn.execute(newest_first(query, c, starting_after, limit))).all()
-        return KeyPage(keys=[_key(row) for row in rows[:limit]], has_more=len(rows) > limit)
+        return KeyPage(keys=[key_from_row(row) for row in rows[:limit]], has_more=len(rows) > limit)
 
     async def revoke(self, key_id: str, now: int) -> None:
         self.invalidated.add(key_id)
@@ -295,14 +245,14 @@ class SqlKeys:
     async def find_by_digest(self, digest: str) -> tuple[ApiKey, str] | None:
         """The key (with its account's suspension) and its stored digest."""
         query = (
-            sa.select(*_KEY_COLUMNS, api_keys.c.digest, accounts.c.status.label("account_status"))
+            sa.select(*KEY_COLUMNS, api_keys.c.digest, accounts.c.status.label("account_status"))
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.digest == digest)
         )
         row = (await self._conn.execute(query)).first()
         if row is None:
             return None
-        return _key(row, row.account_status == AccountStatus.SUSPENDED.value), row.digest
+        return key_from_row(row, row.account_status == AccountStatus.SUSPENDED.value), row.digest
 
     async def touch(self, last_used: dict[str, int]) -> None:
         if not last_used:
@@ -392,6 +342,7 @@ class SqlUnitOfWork:
         self.audit = SqlAuditEvents(conn)
         self.usage = SqlUsage(conn)
         self.quotas = SqlQuotaCounters(conn)
+        self.webhooks = SqlWebhooks(conn)
 
     @property
     def invalidated(self) -> set[str]:

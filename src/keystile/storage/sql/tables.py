@@ -163,3 +163,69 @@ quota_counters = sa.Table(
     sa.Column("period_start", sa.BigInteger, primary_key=True),
     sa.Column("used", sa.BigInteger, nullable=False),
 )
+
+# Webhooks (contract §13, migration 0007). An event row holds the exact body
+# every attempt sends; a delivery row is one event on its way to one endpoint.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.String(40), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("events", sa.Text, nullable=False),  # space-separated event names, or "*"
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    # AES-GCM under KEYSTILE_SECRET_KEY (idempotency.crypto.Keyring): never in clear.
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+sa.Index(
+    "ix_webhook_endpoints_account_created",
+    webhook_endpoints.c.account_id,
+    webhook_endpoints.c.created_at,
+    webhook_endpoints.c.id,
+)
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.String(40), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    # Events several instances may produce (time-based, or derived from
+    # traffic) carry a key that makes the second insert a no-op.
+    sa.Column("dedupe_key", sa.String(200), nullable=True, unique=True),
+)
+sa.Index("ix_webhook_events_created", webhook_events.c.created_at)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("event_id", sa.String(40), sa.ForeignKey("webhook_events.id"), nullable=False),
+    sa.Column("endpoint_id", sa.String(40), sa.ForeignKey("webhook_endpoints.id"), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempt_count", sa.Integer, nullable=False),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    # When a pending delivery may next be attempted; while an attempt is in
+    # flight, the end of its lease (a crashed sender's claim runs out).
+    sa.Column("next_attempt_at", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+sa.Index(
+    "ix_webhook_deliveries_due", webhook_deliveries.c.state, webhook_deliveries.c.next_attempt_at
+)
+sa.Index(
+    "ix_webhook_deliveries_endpoint",
+    webhook_deliveries.c.endpoint_id,
+    webhook_deliveries.c.created_at,
+    webhook_deliveries.c.id,
+)
+sa.Index("ix_webhook_deliveries_event", webhook_deliveries.c.event_id)
+# The expiry scan (api_key.expiring / api_key.expired) reads keys by expiry.
+sa.Index("ix_api_keys_expires", api_keys.c.expires_at)

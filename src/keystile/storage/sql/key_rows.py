@@ -1,0 +1,60 @@
+"""Reading a key row: the columns and the mapping to :class:`ApiKey`,
+shared by every repository that returns keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from keystile.keys.models import ApiKey, Quota, QuotaPeriod, RateLimitRule, Tier
+from keystile.storage.sql.tables import api_keys
+
+KEY_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.account_id,
+    api_keys.c.name,
+    api_keys.c.description,
+    api_keys.c.permissions,
+    api_keys.c.rate_limit_tier,
+    api_keys.c.expires_at,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+    api_keys.c.last_used_at,
+    api_keys.c["metadata"],
+    api_keys.c.disabled,
+    api_keys.c.replaced_by,
+    api_keys.c.rate_limit_limit,
+    api_keys.c.rate_limit_window_seconds,
+    api_keys.c.quota_limit,
+    api_keys.c.quota_period,
+    api_keys.c.limit_key,
+)
+
+
+def key_from_row(row: sa.Row[Any], account_suspended: bool = False) -> ApiKey:
+    rate_limit = None
+    if row.rate_limit_limit is not None and row.rate_limit_window_seconds is not None:
+        rate_limit = RateLimitRule(int(row.rate_limit_limit), int(row.rate_limit_window_seconds))
+    quota = None
+    if row.quota_limit is not None and row.quota_period is not None:
+        quota = Quota(int(row.quota_limit), QuotaPeriod(row.quota_period))
+    return ApiKey(
+        id=row.id,
+        account_id=row.account_id,
+        name=row.name,
+        description=row.description,
+        permissions=tuple(row.permissions.split()),
+        rate_limit_tier=Tier(row.rate_limit_tier),
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+        metadata=dict(row.metadata or {}),
+        disabled=bool(row.disabled),
+        replaced_by=row.replaced_by,
+        rate_limit=rate_limit,
+        quota=quota,
+        limit_key=row.limit_key or "",
+        account_suspended=account_suspended,
+    )
