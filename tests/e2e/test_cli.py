@@ -127,7 +127,10 @@ def test_keys_json_is_the_http_body(env: dict[str, str], tmp_path: Path) -> None
     )["data"]  # fmt: skip
     assert admin["rate_limit_tier"] == "unmetered" and admin["description"] == "first key"
     victim = body("keys", "create", "--account", account, "--name", "victim",
-                  "--permission", "read:contacts", env=env)["data"]  # fmt: skip
+                  "--permission", "read:contacts", "--rate-limit", "50/10",
+                  "--quota", "1000/day", env=env)["data"]  # fmt: skip
+    assert victim["rate_limit"] == {"limit": 50, "window_seconds": 10}
+    assert victim["quota"] == {"limit": 1000, "period": "day"}
 
     with serving(env, log=tmp_path / "server.log") as url:
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin['key']}"})
@@ -339,6 +342,12 @@ def test_a_mistake_reads_as_the_http_api_words_it(env: dict[str, str], tmp_path:
           "unmetered"],
          ("POST", "/v1/api-keys",
           {"name": "x", "permissions": ["read:contacts"], "rate_limit_tier": "unmetered"}, True)),
+        ([*create, "--name", "x", "--permission", "read:contacts", "--quota", "abc/week"],
+         ("POST", "/v1/api-keys", {"name": "x", "permissions": ["read:contacts"],
+                                   "quota": {"limit": "abc", "period": "week"}}, True)),
+        ([*create, "--name", "x", "--permission", "read:contacts", "--rate-limit", "0/60"],
+         ("POST", "/v1/api-keys", {"name": "x", "permissions": ["read:contacts"],
+                                   "rate_limit": {"limit": 0, "window_seconds": 60}}, True)),
         (["keys", "list", "--account", acc, "--limit", "0"],
          ("GET", "/v1/api-keys?limit=0", None, True)),
         (["keys", "list", "--account", acc, "--limit", "101"],

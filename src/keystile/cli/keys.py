@@ -33,8 +33,11 @@ from keystile.cli.params import (
     KeyStatusFilter,
     Limit,
     Permission,
+    QuotaOption,
+    RateLimitOption,
     StartingAfter,
     TierOption,
+    per,
     query,
 )
 from keystile.keys.models import ApiKey
@@ -64,6 +67,8 @@ def create(
         str | None, typer.Option("--description", help="What the key is for.")
     ] = None,
     rate_limit_tier: TierOption = None,
+    rate_limit: RateLimitOption = None,
+    quota: QuotaOption = None,
     expires_at: Annotated[
         str | None,
         typer.Option("--expires-at", metavar="RFC3339", help="Expiry, e.g. 2027-01-01T00:00:00Z."),
@@ -74,6 +79,7 @@ def create(
     given: dict[str, Any] = {
         "name": name, "permissions": permission, "description": description,
         "rate_limit_tier": rate_limit_tier, "expires_at": expires_at,
+        "rate_limit": per(rate_limit, "window_seconds"), "quota": per(quota, "period"),
     }  # fmt: skip
 
     async def work(services: runtime.Services) -> CreatedApiKeyEnvelope:
@@ -90,6 +96,8 @@ def create(
             expires_at=body.expires_at,
             catalog=services.settings.catalog,
             now=services.keys.now(),
+            rate_limit=body.rate_limit.model_dump() if body.rate_limit else None,
+            quota=body.quota.model_dump() if body.quota else None,
         )
         async with services.storage.transaction() as uow:
             issued = await services.keys.issue(uow, account, new, caller=None)

@@ -115,6 +115,39 @@ TierOption = Annotated[
         autocompletion=_choices(list(Tier)),
     ),
 ]
+RateLimitOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rate-limit",
+        metavar="LIMIT/SECONDS",
+        help="The key's own rate limit, e.g. 100/60: 100 requests per 60 s (the API's rate_limit).",
+    ),
+]
+QuotaOption = Annotated[
+    str | None,
+    typer.Option(
+        "--quota",
+        metavar="LIMIT/day|month",
+        help="Requests per UTC day or month, e.g. 100000/month (the API's quota).",
+    ),
+]
+
+
+def per(text: str | None, unit: str) -> dict[str, Any] | None:
+    """``"100/60"`` as ``{"limit": 100, unit: 60}`` (``"100000/month"``:
+    ``{"limit": 100000, unit: "month"}``), the body the API takes for
+    ``--rate-limit`` and ``--quota``; what is not a number is passed on as
+    text, for the API's own validation to word the mistake."""
+    if text is None:
+        return None
+    head, _, tail = text.partition("/")
+
+    def number(part: str) -> int | str:
+        return int(part) if part.strip().isdigit() else part.strip()
+
+    return {"limit": number(head), unit: number(tail) if unit == "window_seconds" else tail}
+
+
 Permission = Annotated[
     list[str],
     typer.Option(
