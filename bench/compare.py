@@ -86,7 +86,7 @@ def _serve(
             partial(run.cleanup_redis, env["KEYSTILE_REDIS_PREFIX"], env["KEYSTILE_REDIS_URL"])
         )
     scopes = [arg for scope in PERMISSIONS for arg in ("--permission", scope)]
-    if quota := variant.env.get("BENCH_KEY_QUOTA"):  # e.g. 1000000000/month: a quota on the key
+    if quota := dict(variant.env).get("BENCH_KEY_QUOTA"):  # e.g. 1000000000/month: a quota
         scopes += ["--quota", quota]
     try:
         account = run.cli(env, "accounts", "create", f"bench {variant.name}", keystile=keystile)
