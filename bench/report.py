@@ -208,7 +208,9 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "## Memory",
         "",
         f"{memory.get('verifications', 0):,} verifications (`POST /v1/keys/verify`) of "
-        f"{memory.get('distinct_keys', 0):,} distinct keys, one worker: resident memory "
+        f"{memory.get('distinct_keys', 0):,} distinct keys, each with a monthly quota (so "
+        "every verification is metered and counted against its key's quota), one worker: "
+        "resident memory "
         f"{memory.get('rss_before_mib', 0)} MiB after start-up, {memory.get('rss_after_mib', 0)} MiB "
         f"after the run ({memory.get('seconds', 0)} s). The key cache held "
         f"{memory.get('cache_entries')} entries, its bound being `KEYSTILE_KEY_CACHE_SIZE` = "

@@ -40,6 +40,7 @@ VENV = Path(sys.executable).parent
 PG = "postgresql://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/0"
 UNLIMITED = "100000000/10 seconds"  # the in-memory limiter runs, but never refuses
+QUOTA = {"limit": 10**12, "period": "month"}  # counted on every request, never reached
 
 
 @dataclass
@@ -501,7 +502,9 @@ def cleanup_redis(prefix: str, url: str = REDIS) -> None:
 
 
 def memory_test(results: Results, work: Path, requests: int) -> None:
-    """Resident memory after ``requests`` verifications of 10,000 distinct keys."""
+    """Resident memory after ``requests`` verifications of 10,000 distinct keys,
+    each with a monthly quota, so the quota counters and the usage meter
+    (issue #14) hold an entry per key, as in production."""
     import asyncio
 
     from keystile.accounts.service import AccountService
@@ -526,7 +529,7 @@ def memory_test(results: Results, work: Path, requests: int) -> None:
                 permissions = ("verify:keys",) if n == 0 else ("read:contacts",)
                 new = check_new_key(name=f"k{n}", permissions=permissions, description=None,
                                     rate_limit_tier=None, expires_at=None, catalog=settings.catalog,
-                                    now=service.now())  # fmt: skip
+                                    now=service.now(), quota=QUOTA)  # fmt: skip
                 issued = await service.issue(uow, account.id, new, caller=None)
                 secrets.append(issued.secret)
         await storage.close()

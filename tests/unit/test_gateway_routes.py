@@ -104,6 +104,12 @@ def route(**fields: str) -> str:
     return f"# a comment\n[[routes]]\n{body}\n"
 
 
+def test_a_route_without_upstream_is_for_forward_auth_only() -> None:
+    table = parse_routes(route(upstream="") + route(prefix='"/v1/y"'), CATALOG)
+    assert [r.upstream for r in table.routes] == [None, "http://h:1"]
+    assert [r.prefix for r in table.proxied().routes] == ["/v1/y"]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -125,7 +131,7 @@ def route(**fields: str) -> str:
         (route(timeout_seconds="0"), ":7: route 1: timeout_seconds must be a number"),
         (route(timeout_seconds='"30"'), ":7: route 1: timeout_seconds must be a number"),
         (route(colour='"red"'), ":7: route 1: unknown field 'colour'"),
-        (route(upstream=""), ":2: route 1: missing field 'upstream'"),
+        (route(scope=""), ":2: route 1: missing field 'scope'"),
         (
             route() + route(methods='["POST", "GET"]'),
             ":8: route 2: GET /v1/x is already routed at line 2",

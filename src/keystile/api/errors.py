@@ -91,8 +91,18 @@ def error_headers(exc: errors.KeystileError) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-async def send_error(send: Send, exc: errors.KeystileError, request_id: str) -> None:
+async def send_error(
+    send: Send,
+    exc: errors.KeystileError,
+    request_id: str,
+    *,
+    status: int | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """The §3 error response for ``exc``; ``status`` overrides its status
+    (forward auth for nginx), ``extra`` adds headers."""
     body = error_body(exc, request_id)
-    headers = [*error_headers(exc), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status_of(exc), "headers": headers})
+    headers = [*error_headers(exc), *(extra or ()), (b"content-length", str(len(body)).encode())]
+    status = status_of(exc) if status is None else status
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

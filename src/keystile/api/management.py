@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from keystile import __version__, errors
 from keystile.api import verify
 from keystile.api.account_schemas import CreateAccountRequest, UpdateAccountRequest
-from keystile.api.deps import Services, error_response
+from keystile.api.deps import Services, error_response, errors_doc
 from keystile.api.pipeline import AUDIENCE_EXTENSION, PERMISSION_EXTENSION
 from keystile.api.routes import accounts, api_keys, audit, ops, usage, webhooks
 from keystile.api.schemas import (
@@ -24,6 +24,7 @@ from keystile.api.schemas import (
 )
 from keystile.api.wording import problems
 from keystile.errors import ValidationFailed
+from keystile.gateway import forward_auth
 from keystile.storage.base import StorageUnavailable
 
 _REQUEST_ID_HEADER = {
@@ -80,6 +81,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     verify_item, verify_models = verify.openapi_path()
     schema["paths"][verify.PATH] = verify_item
+    schema["paths"][forward_auth.AUTH_PATH] = _forward_auth_item()
     models: list[type[BaseModel]] = [
         CreateApiKeyRequest,
         UpdateApiKeyRequest,
@@ -125,7 +127,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for response in responses.values():
                 response.setdefault("headers", {}).update(_REQUEST_ID_HEADER)
             guarded = PERMISSION_EXTENSION in operation or AUDIENCE_EXTENSION in operation
-            if guarded or operation.get("operationId") == "verify_key":
+            if guarded or operation.get("operationId") in ("verify_key", "forward_auth"):
                 operation["security"] = [{"bearerAuth": []}]
                 if operation.get(AUDIENCE_EXTENSION) == "operator":
                     continue  # operator keys are never rate limited
@@ -160,3 +162,46 @@ def create_management_app(services: Services) -> FastAPI:
     app.add_exception_handler(Exception, _on_known)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _forward_auth_item() -> dict[str, Any]:
+    """The OpenAPI path item of ``/v1/auth`` (contract §15). It answers every
+    method alike; GET, what proxies send, is the one described."""
+
+    def header(name: str, description: str) -> dict[str, Any]:
+        return {"name": name, "in": "header", "required": False, "description": description,
+                "schema": {"type": "string", "maxLength": 4096}}  # fmt: skip
+
+    envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "Allowed: an empty body, the caller's identity in X-Keystile-Key-Id, "
+            "X-Keystile-Account-Id and X-Keystile-Scopes, and the rate-limit and quota headers."
+        }
+    }
+    for status, doc in errors_doc(400, 401, 403, 404, 405, 429, 503).items():
+        responses[str(status)] = {"description": doc["description"], "content": envelope}
+    operation = {
+        "tags": ["forward-auth"],
+        "summary": "Forward authentication for a proxy",
+        "description": "For nginx auth_request, Traefik ForwardAuth, Caddy forward_auth and "
+        "Envoy ext_authz: any method. The original request's method and URI come in "
+        "X-Forwarded-Method and X-Forwarded-Uri (or X-Original-Method and X-Original-URI); "
+        "it is checked against the routes file as the gateway checks it. With "
+        "?proxy=nginx every refusal but 401 is a 403 naming its code in X-Keystile-Error.",
+        "operationId": "forward_auth",
+        "parameters": [
+            header("X-Forwarded-Method", "The original request's method."),
+            header("X-Forwarded-Uri", "The original request's URI (path and query)."),
+            header("X-Original-Method", "The same, as nginx configurations often name it."),
+            header("X-Original-URI", "The same, as nginx configurations often name it."),
+            {
+                "name": "proxy",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": sorted(forward_auth.PROXY_MODES)},
+            },
+        ],
+        "responses": responses,
+    }
+    return {"get": operation}

@@ -30,9 +30,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keystile import errors
 from keystile.accounts.service import existing_account
 from keystile.api.deps import Services
-from keystile.api.errors import as_keystile_error, send_error
+from keystile.api.errors import as_keystile_error, send_error, status_of
 from keystile.api.idempotency import IdempotencyLayer
 from keystile.api.observability import ACCESS_LOGGER, AccessLog
+from keystile.gateway import forward_auth
 from keystile.gateway.proxy import Proxy
 from keystile.gateway.routes import GatewayRoute, RouteTable
 from keystile.http.clients import client_address
@@ -75,6 +76,7 @@ class Endpoint:
     # operator key with or without Keystile-Account; "gateway" routes take
     # account keys only.
     audience: str = "account"
+    idempotent: bool = True  # a POST or PATCH may carry an Idempotency-Key (own endpoints)
 
 
 async def _server_options(scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,8 +141,22 @@ class Router:
         proxy: Proxy | None = None,
     ) -> None:
         self._hot = hot
-        self._gateway = gateway or RouteTable([])
+        routes = gateway or RouteTable([])
+        self._gateway = routes.proxied()
         self._gateway_endpoints: dict[GatewayRoute, Endpoint] = {}
+        # Forward auth (contract §15) answers for every route, with or without
+        # an upstream, exactly as the gateway would check it.
+        self._forward = routes
+        self._forward_endpoints = {
+            route: Endpoint(
+                name=forward_auth.AUTH_PATH,
+                app=forward_auth.allow,
+                permission=route.scope,
+                audience="gateway",
+                idempotent=False,
+            )
+            for route in routes.routes
+        }
         if proxy is not None:
             for gateway_route in self._gateway.routes:
                 self._gateway_endpoints[gateway_route] = Endpoint(
@@ -181,6 +197,8 @@ class Router:
         endpoint = self._hot.get((method, path))
         if endpoint is not None:
             return endpoint
+        if forward_auth.is_auth_path(path):
+            return self.resolve_forwarded(scope)
         if path == "*" and method == "OPTIONS":
             return SERVER_OPTIONS
         canonical = canonical_path(raw_path_of(path, scope.get("raw_path")))
@@ -208,6 +226,21 @@ class Router:
                 allowed.append("HEAD")
             raise errors.MethodNotAllowed(sorted(set(allowed)))
         raise errors.NotFound(f"No such endpoint: {method} {path}")
+
+    def resolve_forwarded(self, scope: Scope) -> Endpoint:
+        """The endpoint of a ``/v1/auth`` request (any method): the route of
+        the original request it carries (:mod:`keystile.gateway.forward_auth`),
+        matched as the gateway matches; 400, 404 (no route: there is nothing
+        a key could be allowed) or 405 otherwise."""
+        original = forward_auth.original_request(scope["headers"])
+        matched = self._forward.match(original.method, original.path)
+        if isinstance(matched, GatewayRoute):
+            return self._forward_endpoints[matched]
+        if matched:
+            raise errors.MethodNotAllowed(
+                matched, f"No route allows {original.method[:32]} on this path."
+            )
+        raise errors.NotFound("No route matches the forwarded request.")
 
 
 def check_host(scope: Scope) -> None:
@@ -332,7 +365,13 @@ class Pipeline:
             if ctx.response_started:
                 raise  # half a response is out: the server must close the connection
             ctx.own_response = True
-            await send_error(send_with_headers, error, ctx.request_id)
+            if forward_auth.is_auth_path(scope["path"]):
+                status, extra = forward_auth.denial(error, status_of(error), ctx.proxy_mode)
+                await send_error(
+                    send_with_headers, error, ctx.request_id, status=status, extra=extra
+                )
+            else:
+                await send_error(send_with_headers, error, ctx.request_id)
         finally:
             self._observe(scope, ctx)
 
@@ -340,6 +379,8 @@ class Pipeline:
         self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext
     ) -> None:
         check_host(scope)
+        if forward_auth.is_auth_path(scope["path"]):
+            ctx.proxy_mode = forward_auth.proxy_mode(scope)
         endpoint = self.router.resolve(scope)
         ctx.route = endpoint.name
         ctx.own_response = endpoint.own
@@ -383,7 +424,12 @@ class Pipeline:
             if key is not None:
                 self.meter.record(key, Outcome.ALLOWED)
             self.services.faults.hit("handler.hang")
-        if endpoint.own and endpoint.protected and scope["method"] in ("POST", "PATCH"):
+        if (
+            endpoint.own
+            and endpoint.protected
+            and endpoint.idempotent
+            and scope["method"] in ("POST", "PATCH")
+        ):
             # Every POST and PATCH to a keystile endpoint may carry an
             # Idempotency-Key (contract §6, §9); gateway routes forward it.
             await self.idempotency(endpoint.app, scope, receive, send, ctx)

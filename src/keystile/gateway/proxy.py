@@ -57,6 +57,9 @@ class Proxy:
         self._upstreams: dict[str, Upstream] = {}
 
     def endpoint(self, route: GatewayRoute) -> ASGIApp:
+        """The ASGI app forwarding to ``route``'s upstream (a route with one)."""
+        if route.upstream is None:
+            raise ValueError(f"route {route.prefix} has no upstream: it is for forward auth only")
         upstream = self._upstreams.setdefault(route.upstream, Upstream.parse(route.upstream))
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -11,6 +11,9 @@ paths are compared in the canonical form of :mod:`keystile.http.paths`
 for the same resource falls under the same route. A route that allows
 ``GET`` also serves ``HEAD`` (RFC 9110 §9.3.2) unless another route of the
 same prefix names ``HEAD`` itself.
+
+A route without ``upstream`` is for forward authentication only (contract
+§15): ``/v1/auth`` answers for it, the gateway does not serve it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class GatewayRoute:
     prefix: str
     methods: frozenset[str]
     scope: str
-    upstream: str  # scheme://host[:port], no path
+    upstream: str | None  # scheme://host[:port], no path; None: forward auth only
     timeout_seconds: float = DEFAULT_TIMEOUT
     line: int = 0
 
@@ -59,6 +62,10 @@ class RouteTable:
 
     def __bool__(self) -> bool:
         return bool(self.routes)
+
+    def proxied(self) -> RouteTable:
+        """The routes the gateway serves: those with an ``upstream``."""
+        return RouteTable([route for route in self.routes if route.upstream is not None])
 
     def match(self, method: str, path: str) -> GatewayRoute | list[str] | None:
         """The route for ``method`` and ``path`` (canonical, see
@@ -118,7 +125,7 @@ def _route(raw: Any, catalog: frozenset[str]) -> GatewayRoute:
         raise _Problem(
             unknown[0], f"unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_FIELDS))})"
         )
-    for field in ("prefix", "methods", "scope", "upstream"):
+    for field in ("prefix", "methods", "scope"):
         if field not in raw:
             raise _Problem(None, f"missing field {field!r}")
 
@@ -145,7 +152,26 @@ def _route(raw: Any, catalog: frozenset[str]) -> GatewayRoute:
     if not isinstance(scope, str) or scope not in catalog:
         raise _Problem("scope", f"scope {scope!r} is not in the scope catalog (KEYSTILE_SCOPES)")
 
-    upstream = raw["upstream"]
+    upstream = _upstream(raw.get("upstream"))
+    timeout = raw.get("timeout_seconds", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+        raise _Problem(
+            "timeout_seconds", "timeout_seconds must be a number of seconds in (0, 3600]"
+        )
+
+    return GatewayRoute(
+        prefix=prefix,
+        methods=frozenset(m.upper() for m in methods),
+        scope=scope,
+        upstream=upstream,
+        timeout_seconds=float(timeout),
+    )
+
+
+def _upstream(upstream: Any) -> str | None:
+    """``scheme://host[:port]`` of a route's upstream; None when absent."""
+    if upstream is None:
+        return None
     parts = urlsplit(upstream) if isinstance(upstream, str) else None
     if (
         parts is None
@@ -164,20 +190,7 @@ def _route(raw: Any, catalog: frozenset[str]) -> GatewayRoute:
         parts.port  # noqa: B018 (validates the port)
     except ValueError:
         raise _Problem("upstream", "upstream has an invalid port") from None
-
-    timeout = raw.get("timeout_seconds", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-        raise _Problem(
-            "timeout_seconds", "timeout_seconds must be a number of seconds in (0, 3600]"
-        )
-
-    return GatewayRoute(
-        prefix=prefix,
-        methods=frozenset(m.upper() for m in methods),
-        scope=scope,
-        upstream=f"{parts.scheme}://{parts.netloc}",
-        timeout_seconds=float(timeout),
-    )
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def parse_routes(text: str, catalog: frozenset[str], source: str = "routes file") -> RouteTable:

@@ -26,6 +26,7 @@ class RequestContext:
     response_started: bool = False
     response_complete: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    proxy_mode: str | None = None  # /v1/auth?proxy=nginx (contract §15)
     transaction: Any = None  # the idempotency layer's open unit of work, if any
     body_timeout: float = 10.0  # seconds the whole request body may take to arrive
     # The body, read once (keystile.api.body): its bytes, and its JSON
