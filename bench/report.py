@@ -133,6 +133,12 @@ def _targets(results: dict[str, Any]) -> list[str]:
             rps("b. proxy, memory limiter") / rps("f. bare upstream, direct"),
             0.6,
         ),
+        (
+            "(b) forward auth (`/v1/auth`), ratio to (b) verify",
+            "≥ 0.9",
+            rps("b. forward auth, memory limiter") / max(rps("b. verify, memory limiter"), 1.0),
+            0.9,
+        ),
         ("(e) creates per second, SQLite", "≥ 500", rps("e. creates, SQLite"), 500.0),
         (
             "resident memory after 1,000,000 verifications of 10,000 keys",
@@ -195,7 +201,8 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "10-30 % from run to run on this shared machine, ratios much less.",
         "- (a) the bare ASGI app (a fixed 200); (b) an authenticated request on the hot path, key "
         "already seen: `GET /v1/contacts` through the gateway to the bare app, and "
-        "`POST /v1/keys/verify`; (c) the same with the Redis rate limiter; (d) the same on "
+        "`POST /v1/keys/verify`, and `GET /v1/auth` as a proxy's forward authentication asks it "
+        "(contract §15); (c) the same with the Redis rate limiter; (d) the same on "
         "PostgreSQL with the key cache off, so every request looks its key up (the cold path); "
         "(e) `POST /v1/api-keys`, a new name per request; (f) the bare app called directly "
         "(what the proxy adds is the difference between (b) proxy and (f)).",

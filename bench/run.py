@@ -175,6 +175,19 @@ wrk.headers["Authorization"] = "Bearer {key}"
     return path
 
 
+def lua_forward_auth(path: Path, key: str, uri: str) -> Path:
+    """``GET /v1/auth`` as a proxy asks it: the key and the original request
+    (``GET uri``) in the forwarded headers (contract §15)."""
+    path.write_text(
+        f"""wrk.method = "GET"
+wrk.headers["Authorization"] = "Bearer {key}"
+wrk.headers["X-Forwarded-Method"] = "GET"
+wrk.headers["X-Forwarded-Uri"] = "{uri}"
+"""
+    )
+    return path
+
+
 def lua_create(path: Path, key: str) -> Path:
     """POST /v1/api-keys with a name never used before (per run and request)."""
     path.write_text(
@@ -411,6 +424,12 @@ def main() -> None:
                         "b. verify, memory limiter",
                         f"http://127.0.0.1:{ports['mem']}/v1/keys/verify",
                         verify_sqlite,
+                        None,
+                    ),
+                    (
+                        "b. forward auth, memory limiter",
+                        f"http://127.0.0.1:{ports['mem']}/v1/auth",
+                        lua_forward_auth(work / "auth.lua", keys["sqlite"], "/v1/contacts/1"),
                         None,
                     ),
                     (

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import lua_post
+from bench.run import lua_forward_auth, lua_post
 
 ROUTE_PREFIX = "/v1/contacts"
 ROUTE_SCOPE = "read:contacts"
@@ -103,6 +103,13 @@ def proxy(bench: Bench, server: Server | None) -> Target:
     return Target(f"{server.base}{ROUTE_PREFIX}", header=f"Authorization: Bearer {server.key}")
 
 
+def forward_auth(bench: Bench, server: Server | None) -> Target:
+    """``GET /v1/auth`` as a proxy asks it about ``GET /v1/contacts/1``."""
+    server = _variant(server)
+    script = lua_forward_auth(server.work / "auth.lua", server.key, f"{ROUTE_PREFIX}/1")
+    return Target(f"{server.base}/v1/auth", script=script)
+
+
 def direct(bench: Bench, server: Server | None) -> Target:
     """The bare upstream called directly: what the machine gives a request
     that does nothing, in the same rounds."""
@@ -114,6 +121,11 @@ SCENARIOS: dict[str, Scenario] = {
         "verify", "POST /v1/keys/verify, a hot cached key (the caller's own)", verify
     ),
     "proxy": Scenario("proxy", f"GET {ROUTE_PREFIX} through the gateway to a bare upstream", proxy),
+    "forward-auth": Scenario(
+        "forward-auth",
+        f"GET /v1/auth asked about GET {ROUTE_PREFIX}/1 (contract §15)",
+        forward_auth,
+    ),
     "direct": Scenario(
         "direct",
         "the bare upstream called directly (reference, no keystile)",
