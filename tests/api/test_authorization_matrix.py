@@ -60,7 +60,8 @@ WEBHOOK_ENDPOINTS = (
     "webhooks.deliveries",
 )  # fmt: skip
 ENDPOINTS = (
-    "create", "list", "get", "update", "rotate", "revoke", "verify", "gateway", "audit",
+    "create", "list", "get", "update", "rotate", "revoke", "verify", "gateway", "forward_auth",
+    "audit",
     "key_usage", "usage", *ACCOUNT_ENDPOINTS, *WEBHOOK_ENDPOINTS,
 )  # fmt: skip
 # Webhook endpoints need admin:webhooks alone (admin:api_keys is not enough).
@@ -96,6 +97,7 @@ def expected(endpoint: str, scopes: tuple[str, ...], target: str) -> tuple[int, 
         "usage": "admin:api_keys",
         "verify": "verify:keys",
         "gateway": "read:contacts",
+        "forward_auth": "read:contacts",  # the route's scope, as the gateway (contract §15)
     }[endpoint]
     if required not in scopes:
         return 403, "insufficient_permissions"
@@ -107,6 +109,8 @@ def expected(endpoint: str, scopes: tuple[str, ...], target: str) -> tuple[int, 
         return (201, None) if "read:contacts" in scopes else (403, "insufficient_permissions")
     if endpoint == "gateway":
         return 502, "bad_gateway"
+    if endpoint == "forward_auth":
+        return 200, None
     return 200, None
 
 
@@ -163,6 +167,9 @@ async def call(
         return await client.patch(
             f"/v1/accounts/{target.account.id}", json={"name": "x"}, headers=headers
         )
+    if endpoint == "forward_auth":
+        forwarded = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/v1/contacts/1"}
+        return await client.get("/v1/auth", headers={**headers, **forwarded})
     return await client.get("/v1/contacts/1", headers=headers)
 
 
@@ -200,7 +207,7 @@ async def test_authorization_matrix(
             hook = await webhook_endpoint(app, target) if webhooks else ""
             response = await call(client, endpoint, caller, target, hook)
             status, code = expected(endpoint, scopes, target_kind)
-            body = response.json()
+            body = response.json() if response.content else {}
             got_code = body.get("error", {}).get("code") if isinstance(body, dict) else None
             if response.status_code != status or got_code != code:
                 failures.append((scopes, target_kind, response.status_code, got_code, status, code))
@@ -247,6 +254,6 @@ async def test_the_matrix_covers_every_protected_operation(client: httpx.AsyncCl
         ("/v1/webhook-endpoints/{endpoint_id}", "get"),
         ("/v1/webhook-endpoints/{endpoint_id}", "patch"),
         ("/v1/webhook-endpoints/{endpoint_id}", "delete"),
-        ("/v1/webhook-endpoints/{endpoint_id}/deliveries", "get"),
+        ("/v1/webhook-endpoints/{endpoint_id}/deliveries", "get"), ("/v1/auth", "get"),
     }  # fmt: skip
     assert protected == covered

@@ -55,6 +55,8 @@ def retry_delay(attempts: int, base_seconds: float, rng: random.Random) -> float
 
 
 class Dispatcher(BackgroundTask):
+    NAME = "delivering webhooks"  # its task's name
+
     def __init__(
         self,
         storage: Storage,
@@ -70,7 +72,7 @@ class Dispatcher(BackgroundTask):
         concurrency: int,
         clock: clocks.Clock = clocks.system_clock,
     ) -> None:
-        super().__init__("delivering webhooks")
+        super().__init__(self.NAME)
         self._storage = storage
         self._webhooks = webhooks
         self._outbox = outbox
