@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 REPORTS = "/v1/secret-scanning/reports"
+TOKEN_TYPE = "keystile_api_key"  # the name a deployment registers its pattern under
 
 
 def public_pem(key: ec.EllipticCurvePrivateKey) -> str:
@@ -54,9 +55,7 @@ class Partner:
             "Github-Public-Key-Signature": self.signature(body),
         }
 
-    def report(
-        self, *tokens: str, token_type: str = "keystile_api_key"
-    ) -> tuple[bytes, dict[str, str]]:
+    def report(self, *tokens: str, token_type: str = TOKEN_TYPE) -> tuple[bytes, dict[str, str]]:
         """A signed report of ``tokens``: (body, headers)."""
         items: list[dict[str, Any]] = [
             {
