@@ -41,6 +41,13 @@ class InvalidKey(KeystileError):
     default_message = "The API key is missing, invalid, expired or revoked."
 
 
+class InvalidSignature(KeystileError):
+    """A leak report (contract §14) without a valid secret-scanning signature."""
+
+    code = "invalid_signature"
+    default_message = "The report's signature is missing or invalid."
+
+
 class InsufficientPermissions(KeystileError):
     code = "insufficient_permissions"
     default_message = "The API key lacks the permission this request needs."

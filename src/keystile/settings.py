@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         "", description="Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed."
     )
     routes: Path | None = Field(None, description="The gateway's routes file (TOML).")
+    secret_scanning_keys: Path | None = Field(
+        None,
+        description="The secret-scanning partner's public keys (GitHub's JSON format) that "
+        "sign leak reports (contract §14); unset: every report is refused.",
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     access_log: bool = True
     host: str = "127.0.0.1"

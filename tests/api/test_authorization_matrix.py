@@ -257,3 +257,29 @@ async def test_the_matrix_covers_every_protected_operation(client: httpx.AsyncCl
         ("/v1/webhook-endpoints/{endpoint_id}/deliveries", "get"), ("/v1/auth", "get"),
     }  # fmt: skip
     assert protected == covered
+    # Operations without a bearer key: each is deliberate (the leak-report
+    # endpoint is authenticated by its partner's signature, tested below).
+    public = {
+        (path, method)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if not operation.get("security")
+    }
+    assert public == {
+        ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get"),
+        ("/v1/secret-scanning/reports", "post"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("scopes", [(), *COMBINATIONS])
+async def test_a_leak_report_takes_no_key_and_any_key_is_no_signature(
+    app: Pipeline, client: httpx.AsyncClient, scopes: tuple[str, ...]
+) -> None:
+    """Whatever key comes with it, an unsigned report is 401 invalid_signature."""
+    headers = {"Content-Type": "application/json"}
+    if scopes:
+        caller = await make_tenant(app, permissions=scopes, name="caller")
+        headers.update(caller.headers)
+    response = await client.post("/v1/secret-scanning/reports", content=b"[]", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_signature"

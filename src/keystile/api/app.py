@@ -35,6 +35,9 @@ from keystile.keys.models import Tier
 from keystile.keys.service import KeyService
 from keystile.keys.usage import UsageRecorder
 from keystile.keys.verifier import KeyVerifier
+from keystile.leaks.public_keys import PublicKeysFile
+from keystile.leaks.public_keys import load as load_public_keys
+from keystile.leaks.service import LeakService
 from keystile.periodic import Periodic
 from keystile.ratelimit.models import WindowCounter
 from keystile.ratelimit.quota import DatabaseQuotas, Period, QuotaCounter, QuotaSeed
@@ -155,6 +158,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         ratelimiter=ratelimiter,
         metrics=Metrics(),
         clock=clock,
+        leaks=LeakService(storage, keys, prefix=settings.key_prefix),
+        leak_keys=PublicKeysFile(settings.secret_scanning_keys),
         faults=Faults(settings.test_fault_point, settings.data_dir),
     )
     management = create_management_app(services)
@@ -328,9 +333,11 @@ def keyring_for(settings: Settings) -> Keyring:
 
 def check(settings: Settings) -> None:
     """Refuse to start on configuration that could only fail later (the routes
-    file, the application key), with one clear message."""
+    file, the secret-scanning keys, the application key), with one clear message."""
     if settings.routes:
         load_routes(settings.routes, settings.catalog)
+    if settings.secret_scanning_keys:
+        load_public_keys(settings.secret_scanning_keys)
     keyring_for(settings)
 
 

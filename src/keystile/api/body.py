@@ -73,7 +73,7 @@ async def _read_body(scope: Scope, receive: Receive, limit: int, seconds: float)
         except ValueError:
             too_big = False  # the server rejects a malformed Content-Length itself
         if too_big:
-            raise PayloadTooLarge()
+            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
     try:
         async with asyncio.timeout(seconds):
             return await _receive_all(receive, limit)
@@ -94,7 +94,7 @@ async def _receive_all(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge()
+            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -23,6 +23,8 @@ from keystile.idempotency.service import IdempotencyService
 from keystile.keys.service import KeyService
 from keystile.keys.usage import UsageRecorder
 from keystile.keys.verifier import KeyVerifier
+from keystile.leaks.public_keys import PublicKeysFile
+from keystile.leaks.service import LeakService
 from keystile.ratelimit.service import RateLimiter
 from keystile.settings import Settings
 from keystile.storage.base import Storage, UnitOfWork
@@ -49,6 +51,8 @@ class Services:
     ratelimiter: RateLimiter
     metrics: Metrics
     clock: Clock
+    leaks: LeakService  # leak reports (contract §14)
+    leak_keys: PublicKeysFile  # the partner's keys that sign them
     faults: Faults = field(default_factory=Faults)  # test-only fault points (keystile.faults)
 
 

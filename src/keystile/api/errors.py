@@ -17,6 +17,7 @@ log = logging.getLogger("keystile.api")
 STATUS: dict[type[errors.KeystileError], int] = {
     errors.ValidationFailed: 400,
     errors.InvalidKey: 401,
+    errors.InvalidSignature: 401,
     errors.InsufficientPermissions: 403,
     errors.PlanRestricted: 403,
     errors.AccountSuspended: 403,
@@ -82,6 +83,10 @@ def error_headers(exc: errors.KeystileError) -> list[tuple[bytes, bytes]]:
     headers = [JSON_CONTENT_TYPE]
     if isinstance(exc, errors.InvalidKey):
         headers.append((b"www-authenticate", b'Bearer realm="keystile"'))
+    elif isinstance(exc, errors.InvalidSignature):
+        # RFC 9110 §15.5.2 wants a challenge with every 401: name what the
+        # report lacks (a bearer key would not help).
+        headers.append((b"www-authenticate", b'Github-Public-Key-Signature realm="keystile"'))
     elif isinstance(exc, errors.MethodNotAllowed):
         headers.append((b"allow", ", ".join(exc.allowed).encode()))
     elif isinstance(exc, errors.RateLimited | errors.QuotaExceeded):

@@ -14,8 +14,9 @@ from keystile import __version__, errors
 from keystile.api import verify
 from keystile.api.account_schemas import CreateAccountRequest, UpdateAccountRequest
 from keystile.api.deps import Services, error_response, errors_doc
+from keystile.api.leak_schemas import ReportedTokenIn
 from keystile.api.pipeline import AUDIENCE_EXTENSION, PERMISSION_EXTENSION
-from keystile.api.routes import accounts, api_keys, audit, ops, usage, webhooks
+from keystile.api.routes import accounts, api_keys, audit, ops, secret_scanning, usage, webhooks
 from keystile.api.schemas import (
     CreateApiKeyRequest,
     ErrorEnvelope,
@@ -89,6 +90,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         CreateAccountRequest,
         UpdateAccountRequest,
         ErrorEnvelope,
+        ReportedTokenIn,
         *verify_models,
     ]
     for model in models:
@@ -150,7 +152,7 @@ def create_management_app(services: Services) -> FastAPI:
     # Routes are added to the app itself, not through include_router, so that
     # app.router.routes lists every APIRoute: the pipeline routes (and checks
     # permissions) from that list before FastAPI sees the request.
-    routers = (api_keys, accounts, audit, usage, webhooks, ops)
+    routers = (api_keys, accounts, audit, usage, webhooks, secret_scanning, ops)
     for router in (module.router for module in routers):
         app.router.routes.extend(router.routes)
     app.add_exception_handler(RequestValidationError, _on_validation)

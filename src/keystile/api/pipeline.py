@@ -56,7 +56,11 @@ _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 PERMISSION_EXTENSION = "x-keystile-permission"
 AUDIENCE_EXTENSION = "x-keystile-audience"
 ACCOUNT_HEADER = b"keystile-account"
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# No bearer key: the leak-report endpoint is authenticated by its partner's
+# signature instead (contract §14), in its handler.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/secret-scanning/reports"}
+)
 TOO_MANY_FAILURES = "Too many failed authentications from this address."
 
 
