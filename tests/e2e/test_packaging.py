@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,9 +28,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import require
-from tests.e2e import dockerfile
-from tests.support import LEDGER, free_port, keystile_env, serving
+from keystile.idempotency.crypto import generate_key
+from tests import dockerfile
+from tests.conftest import require, require_service
+from tests.support import (
+    LEDGER,
+    PG_HOST,
+    PG_PORT,
+    VENV_BIN,
+    free_port,
+    keystile_env,
+    postgres_url,
+    psql,
+    serving,
+)
 
 ROOT = Path(__file__).parents[2]
 PACKAGE = ROOT / "src" / "keystile"
@@ -326,3 +338,31 @@ def test_the_installed_wheel_serves_as_the_image_user(image: Image, tmp_path: Pa
         if os.geteuid() == 0:
             assert (stat.st_uid, stat.st_gid) == (image.uid, image.gid)
     assert "Traceback" not in log.read_text()
+
+
+def test_instances_starting_together_migrate_one_new_database(tmp_path: Path) -> None:
+    """compose.yaml starts both instances at once on an empty database, and
+    each migrates on start: the migration's advisory lock (migrations/env.py)
+    makes the others wait and then find the schema current."""
+    require_service("PostgreSQL", PG_HOST, PG_PORT)
+    name = f"kst_{uuid.uuid4().hex[:12]}"
+    psql(f"CREATE DATABASE {name}")
+    try:
+        env = keystile_env(
+            tmp_path, KEYSTILE_DATABASE_URL=postgres_url(name), KEYSTILE_SECRET_KEY=generate_key()
+        )
+        processes = [
+            subprocess.Popen(
+                [str(VENV_BIN / "keystile"), "migrate"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outputs = [process.communicate(timeout=120) for process in processes]
+        assert [process.returncode for process in processes] == [0] * 4, outputs
+        assert psql("SELECT count(*) FROM alembic_version", name).strip() == "1"
+    finally:
+        psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -9,7 +9,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-DOCKERFILE = Path(__file__).parents[2] / "Dockerfile"
+DOCKERFILE = Path(__file__).parents[1] / "Dockerfile"
 
 
 @dataclass(frozen=True)
