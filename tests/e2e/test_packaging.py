@@ -227,11 +227,11 @@ def image(dist: Dist) -> Iterator[Image]:
     root = Path(tempfile.mkdtemp(prefix="keystile-image-"))
     root.chmod(0o755)
     reproduced = Image(root, uid, gid, final)
-    # The image's `python` (/usr/local/bin/python in python:3.11-slim).
-    bin_dir = root / "usr" / "local" / "bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "python").symlink_to(python_for_the_image_user())
     try:
+        # The image's `python` (/usr/local/bin/python in python:3.11-slim).
+        bin_dir = root / "usr" / "local" / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "python").symlink_to(python_for_the_image_user())
         for copy in final.values("COPY"):
             *sources, target = copy.split()
             destination = reproduced.path(target)
