@@ -159,9 +159,14 @@ def _reachable(host: str, port: int) -> bool:
 def require_service(name: str, host: str, port: int) -> None:
     """Skip when a server is not running here, but fail under CI=true:
     there, a missing service must never turn into a silent skip."""
-    if _reachable(host, port):
+    require(_reachable(host, port), f"{name} is not reachable at {host}:{port}")
+
+
+def require(present: bool, message: str) -> None:
+    """Skip when something a test needs (a server, a tool) is missing here,
+    but fail under CI=true."""
+    if present:
         return
-    message = f"{name} is not reachable at {host}:{port}"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{message} (required under CI=true)")
     pytest.skip(message)

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,10 +251,14 @@ def serving(
     port: int | None = None,
     log: Path | None = None,
     open_files: tuple[int, int] | None = None,
+    command: Sequence[str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[ServerURL]:
     """A real ``keystile serve`` process; yields its base URL (with ``.pid``).
 
-    ``open_files`` (soft, hard) sets the process's RLIMIT_NOFILE."""
+    ``open_files`` (soft, hard) sets the process's RLIMIT_NOFILE; ``command``
+    replaces this venv's ``keystile`` (another install, or one run as
+    another user)."""
     port = port or free_port()
     log_file = open(log or os.devnull, "wb")  # noqa: SIM115
 
@@ -263,8 +267,9 @@ def serving(
         resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
 
     process = subprocess.Popen(
-        [str(VENV_BIN / "keystile"), "serve", "--port", str(port), *args],
+        [*(command or [str(VENV_BIN / "keystile")]), "serve", "--port", str(port), *args],
         env=env,
+        cwd=cwd,
         stdout=log_file,
         stderr=subprocess.STDOUT,
         preexec_fn=limit_files if open_files else None,
@@ -276,7 +281,8 @@ def serving(
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"keystile serve exited with {process.returncode}")
+                tail = log.read_text()[-4000:] if log else ""
+                raise RuntimeError(f"keystile serve exited with {process.returncode}\n{tail}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
