@@ -71,13 +71,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
+def installed(program: str) -> str | None:
+    """The path of ``program``, after installing its Debian package (of the
+    same name) if it is missing; None when it cannot be had. Installing
+    needs root; a Debian nginx package may start its own service, which is
+    stopped at once (port 80 is not ours to take)."""
+    found = shutil.which(program)
     if found:
         return found
-    print("installing wrk (Debian package)...", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
-    found = shutil.which("wrk")
+    print(f"installing {program} (Debian package)...", flush=True)
+    install = ["apt-get", "install", "-y", "-q", program]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        if subprocess.run(install, capture_output=True, env=env, check=False).returncode:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=False)
+            subprocess.run(install, capture_output=True, env=env, check=False)
+    except OSError:  # no apt-get here
+        return None
+    if program == "nginx" and Path("/run/nginx.pid").exists():
+        subprocess.run(["nginx", "-s", "stop"], capture_output=True, check=False)
+    return shutil.which(program)
+
+
+def ensure_wrk() -> str:
+    found = installed("wrk")
     if not found:
         raise SystemExit("wrk is not available and could not be installed")
     return found

@@ -302,6 +302,34 @@ def serving(
         log_file.close()
 
 
+@contextmanager
+def echoing_upstream(*uvicorn_options: str) -> Iterator[str]:
+    """tests/e2e/upstream.py on a free port, its own process: answers every
+    path with what it received (method, path, headers, ...) as JSON, with
+    ``X-Upstream: yes``. Yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.e2e.upstream:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", *uvicorn_options],
+        cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{url}/ready")
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, "the upstream exited"
+                assert time.monotonic() < deadline, "upstream did not start"
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def cli_admin(env: dict[str, str], *permissions: str) -> tuple[str, str]:
     """An account and an admin key made with the CLI: (account id, secret)."""
     scopes = permissions or ("admin:api_keys", "read:contacts")

@@ -23,6 +23,7 @@ from tests.support import (
     LEDGER,
     ServerURL,
     cli_admin,
+    echoing_upstream,
     free_port,
     keystile_env,
     resident_peak_kib,
@@ -37,25 +38,9 @@ MB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.e2e.upstream:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "1",
-         "--no-proxy-headers"],  # report the real peer: the pool tests read its port
-        cwd=REPO,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"{url}/ready")
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "upstream did not start"
-            time.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    # report the real peer: the pool tests read its port
+    with echoing_upstream("--timeout-keep-alive", "1", "--no-proxy-headers") as url:
+        yield url
 
 
 def routes_file(directory: Path, upstream: str) -> Path:

@@ -21,14 +21,17 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from tests.support import LEDGER, cli_admin, free_port, keystile_env, run_cli, serving
+from tests.support import (
+    LEDGER,
+    cli_admin,
+    echoing_upstream,
+    free_port,
+    keystile_env,
+    run_cli,
+    serving,
+)
 
 REPO = Path(__file__).parents[2]
 HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
@@ -71,31 +74,6 @@ def examples() -> int:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         return 1000
     return int(os.environ.get("KEYSTILE_FUZZ_EXAMPLES", "60"))
-
-
-@contextmanager
-def echoing_upstream() -> Iterator[str]:
-    """tests/e2e/upstream.py: answers every path with what it received."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.e2e.upstream:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=REPO,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/ready")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "upstream did not start"
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def routes_file(path: Path, upstream: str) -> Path:
