@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support import LEDGER, ServerURL, keystile_env, run_cli, serving
 
 from keystile_client import Client, CreatedApiKey
-from tests.support import LEDGER, ServerURL, keystile_env, run_cli, serving
 
 ALL_SCOPES = (
     "read:contacts", "write:contacts", "read:deals", "write:deals", "write:email", "write:ai",
@@ -98,3 +98,36 @@ class Recording(httpx.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
+
+
+class AsyncRecording(httpx.AsyncBaseTransport):
+    """A real asynchronous HTTP transport that counts what it sends."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.requests: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    @property
+    def verifications(self) -> int:
+        return sum(r.url.path == "/v1/keys/verify" for r in self.requests)
+
+
+def load_example(name: str) -> Any:
+    """A module of examples/client/ (the examples the docs point to)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[3] / "examples" / "client" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

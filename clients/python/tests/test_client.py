@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from tests.support import LEDGER, free_port
 
 from client_support import Keystile, Recording
 from keystile_client import Client, ConnectionFailed, RateLimitRule
 from keystile_client import errors as e
-from tests.support import LEDGER, free_port
 
 
 class TestApiKeys:
@@ -29,7 +29,9 @@ class TestApiKeys:
             assert made.key.startswith("wbk_live_") and made.key not in repr(made)
             assert made.permissions == ("read:contacts",)
             assert made.rate_limit == RateLimitRule(50, 10)
-            assert made.expires_at is not None and abs(made.expires_at - expires).total_seconds() < 1
+            assert (
+                made.expires_at is not None and abs(made.expires_at - expires).total_seconds() < 1
+            )
 
             got = client.api_keys.get(made.id)
             assert (got.status, got.metadata, got.description) == ("active", {"team": "data"}, "d")
@@ -220,7 +222,9 @@ def test_health_and_ready(keystile: Keystile) -> None:
 
 def test_a_transport_for_tests_replaces_the_network() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
-        body = {"error": {"code": "plan_conflict", "message": "2 unmetered keys", "request_id": "r1"}}
+        body = {
+            "error": {"code": "plan_conflict", "message": "2 unmetered keys", "request_id": "r1"}
+        }
         return httpx.Response(409, json=body)
 
     with Client("k", transport=httpx.MockTransport(answer)) as client:
