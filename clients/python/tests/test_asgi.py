@@ -58,13 +58,17 @@ def assert_refused(response: httpx.Response, status: int, code: str) -> dict[str
     return dict(error)
 
 
-async def test_a_valid_key_passes_with_its_identity_and_limits(keystile: Keystile, build: Build) -> None:
+async def test_a_valid_key_passes_with_its_identity_and_limits(
+    keystile: Keystile, build: Build
+) -> None:
     caller = keystile.new_key("read:contacts", rate_limit_tier="standard")
     http, _, _ = build()
     response = await http.get("/contacts", headers=bearer(caller.key))
     assert response.status_code == 200
     assert response.json()["key_id"] == caller.id
-    assert int(response.headers["x-ratelimit-limit"]) >= int(response.headers["x-ratelimit-remaining"])
+    assert int(response.headers["x-ratelimit-limit"]) >= int(
+        response.headers["x-ratelimit-remaining"]
+    )
     assert int(response.headers["x-ratelimit-reset"]) > time.time() - 1
     assert (await http.get("/healthz")).status_code == 200  # exempt
 
@@ -78,10 +82,14 @@ async def test_refusals_carry_the_contract_body(keystile: Keystile, build: Build
     unknown = await http.get("/contacts", headers=bearer("wbk_live_" + "A" * 32))
     assert_refused(unknown, 401, "invalid_key")
     writer = keystile.new_key("write:contacts")
-    assert_refused(await http.get("/contacts", headers=bearer(writer.key)), 403, "insufficient_permissions")
+    assert_refused(
+        await http.get("/contacts", headers=bearer(writer.key)), 403, "insufficient_permissions"
+    )
 
 
-async def test_a_rate_limited_key_gets_429_with_retry_after(keystile: Keystile, build: Build) -> None:
+async def test_a_rate_limited_key_gets_429_with_retry_after(
+    keystile: Keystile, build: Build
+) -> None:
     caller = keystile.new_key("read:contacts", rate_limit=RateLimitRule(limit=1, window_seconds=30))
     http, _, _ = build(cache_ttl=0)  # every request verified (and metered)
     assert (await http.get("/contacts", headers=bearer(caller.key))).status_code == 200
@@ -103,7 +111,9 @@ async def test_single_flight_100_concurrent_requests_make_one_verify_call(
     assert recording.verifications == 1
 
 
-async def test_the_cache_is_bounded_least_recently_used_first(keystile: Keystile, build: Build) -> None:
+async def test_the_cache_is_bounded_least_recently_used_first(
+    keystile: Keystile, build: Build
+) -> None:
     a, b, c = (keystile.new_key("read:contacts") for _ in range(3))
     http, recording, verifier = build(cache_size=2, cache_ttl=60)
     for key in (a, b, a, c):  # c evicts b, the least recently used
@@ -141,4 +151,6 @@ async def test_fails_closed_with_keystile_stopped(tmp_path: Path, build: Build) 
     assert_refused(refused, 503, "service_unavailable")
     assert refused.headers["retry-after"] == "1"
     await asyncio.sleep(1.05)
-    assert_refused(await http.get("/contacts", headers=bearer(cached.key)), 503, "service_unavailable")
+    assert_refused(
+        await http.get("/contacts", headers=bearer(cached.key)), 503, "service_unavailable"
+    )

@@ -78,11 +78,17 @@ def test_middleware_and_decorator(keystile: Keystile, served: str, recording: Re
     assert httpx.get(f"{served}/healthz").status_code == 200
 
 
-def test_single_flight_across_threads(keystile: Keystile, served: str, recording: Recording) -> None:
+def test_single_flight_across_threads(
+    keystile: Keystile, served: str, recording: Recording
+) -> None:
     caller = keystile.new_key("read:contacts")
     headers = {"Authorization": f"Bearer {caller.key}"}
     with ThreadPoolExecutor(100) as pool:
-        answers = list(pool.map(lambda _: httpx.get(f"{served}/contacts", headers=headers, timeout=30), range(100)))
+        answers = list(
+            pool.map(
+                lambda _: httpx.get(f"{served}/contacts", headers=headers, timeout=30), range(100)
+            )
+        )
     assert {a.status_code for a in answers} == {200}
     assert verifications(recording) == 1
 

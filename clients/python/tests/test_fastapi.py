@@ -46,13 +46,17 @@ async def test_require_key_per_route(keystile: Keystile, recording: AsyncRecordi
         assert missing.status_code == 401
         assert missing.json()["error"]["code"] == "invalid_key"
         assert (await http.get("/healthz")).status_code == 200
-        answers = await asyncio.gather(*(http.get("/contacts", headers=headers) for _ in range(100)))
+        answers = await asyncio.gather(
+            *(http.get("/contacts", headers=headers) for _ in range(100))
+        )
         assert {a.status_code for a in answers} == {200}
     # one verify per (key, permission): read (cached for the 100), write
     assert recording.verifications == 2
 
 
-async def test_fails_closed_with_keystile_stopped(tmp_path: Path, recording: AsyncRecording) -> None:
+async def test_fails_closed_with_keystile_stopped(
+    tmp_path: Path, recording: AsyncRecording
+) -> None:
     with start_keystile(tmp_path / "k") as other:
         caller = other.new_key("read:contacts")
         url, key = other.url, other.admin_key
