@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
+# The server, its tests and bench, and the client distribution (clients/python) with its examples.
+CHECKED := src tests bench clients/python/src clients/python/tests examples/client
+
 .PHONY: run install install-run check test bench bench-compare timing clean
 
 $(RUN_STAMP): pyproject.toml constraints.txt src/keystile/__init__.py
@@ -16,8 +19,8 @@ $(RUN_STAMP): pyproject.toml constraints.txt src/keystile/__init__.py
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(DEV_STAMP): $(RUN_STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+$(DEV_STAMP): $(RUN_STAMP) clients/python/pyproject.toml
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' -e 'clients/python[fastapi,django]'
 	touch $@
 
 ## What serving needs.
@@ -33,11 +36,11 @@ run: $(RUN_STAMP)
 
 ## Lint, format check, strict typing.
 check: $(DEV_STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy src tests bench
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+	$(BIN)/mypy $(CHECKED)
 
-## The whole suite. Under CI=true a missing PostgreSQL or Redis fails it.
+## The whole suite, the client's (clients/python/tests) included. Under CI=true a missing PostgreSQL or Redis fails it.
 test: check
 	$(BIN)/pytest
 
