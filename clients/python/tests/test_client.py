@@ -71,6 +71,27 @@ class TestApiKeys:
             unknown = client.api_keys.verify("wbk_live_" + "A" * 32)
             assert (unknown.code, unknown.key_id, unknown.permissions) == ("INVALID", None, ())
 
+    def test_every_post_and_patch_carries_an_idempotency_key(self, keystile: Keystile) -> None:
+        """Contract §16, verify included; ``idempotent=False`` opts a verify out."""
+        made = keystile.new_key("read:contacts")
+        recording = Recording()
+        with keystile.client(transport=recording) as client:
+            child = client.api_keys.create(f"c-{uuid.uuid4().hex[:8]}", ["read:contacts"])
+            LEDGER.remember(child.key)
+            client.api_keys.update(child.id, description="x")
+            rotated = client.api_keys.rotate(child.id)
+            LEDGER.remember(rotated.key)
+            client.api_keys.verify(made.key, "read:contacts")
+            client.api_keys.verify(made.key, "read:contacts", idempotent=False)
+        sent = [
+            (r.method, r.url.path, r.headers.get("idempotency-key")) for r in recording.requests
+        ]
+        changes, opted_out = sent[:-1], sent[-1]
+        assert [m for m, _, _ in changes] == ["POST", "PATCH", "POST", "POST"]
+        assert all(key and key.startswith("kc_") for _, _, key in changes), changes
+        assert len({key for _, _, key in changes}) == 4
+        assert opted_out == ("POST", "/v1/keys/verify", None)
+
     def test_usage_of_a_key_and_of_the_account(self, keystile: Keystile) -> None:
         made = keystile.new_key()
         with keystile.client() as client:

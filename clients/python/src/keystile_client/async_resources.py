@@ -95,10 +95,14 @@ class ApiKeys:
         *,
         consume: bool = True,
         idempotency_key: str | None = None,
+        idempotent: bool = True,
     ) -> Verification:
         """Check ``key`` (of the caller's account) and, with ``consume``, use
-        one unit of its rate limit and quota. Needs ``verify:keys``."""
-        return await self._run(ep.verify_key(key, permission, consume, idempotency_key))
+        one unit of its rate limit and quota. Needs ``verify:keys``. Sent with
+        an ``Idempotency-Key`` (``idempotency_key``, or a generated one) unless
+        ``idempotent=False``: then keystile records nothing, and a retry after
+        a lost answer may use the key's limits twice."""
+        return await self._run(ep.verify_key(key, permission, consume, idempotency_key, idempotent))
 
 
 class Accounts:

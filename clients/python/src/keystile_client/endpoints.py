@@ -215,14 +215,15 @@ def key_usage(key_id: str, span: UsageRange) -> Call[list[UsageBucket]]:
 
 
 # §7: verification
-def verify_key(key: str, permission: str | None, consume: bool, idempotency_key: str | None
-               ) -> Call[Verification]:  # fmt: skip
+def verify_key(key: str, permission: str | None, consume: bool, idempotency_key: str | None,
+               idempotent: bool) -> Call[Verification]:  # fmt: skip
     body: dict[str, Any] = {"key": key, "consume": consume}
     if permission is not None:
         body["permission"] = permission
-    # No generated Idempotency-Key: a verification is not a change, and a
-    # recorded one would cost keystile a database write on its hot path.
-    idempotent = idempotency_key is not None
+    # Like every POST, an Idempotency-Key (contract §16): a retried consuming
+    # verification then uses the key's limits once. ``idempotent=False``
+    # leaves it out (the integrations: keystile would record each one).
+    idempotent = idempotent or idempotency_key is not None
     parse = _one(Verification.parse)
     return Call("POST", "/v1/keys/verify", parse, body=body, idempotent=idempotent,
                 idempotency_key=idempotency_key)  # fmt: skip

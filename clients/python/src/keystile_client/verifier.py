@@ -96,7 +96,9 @@ class AsyncVerifier:
 
     async def _verify(self, key: bytes, token: str, permission: str | None) -> Verification | None:
         try:
-            result = await self.client.api_keys.verify(token, permission, consume=self._consume)
+            result = await self.client.api_keys.verify(
+                token, permission, consume=self._consume, idempotent=False
+            )
         except KeystileError as exc:
             _failed(exc)
             return None
@@ -167,7 +169,9 @@ class SyncVerifier:
 
     def _verify(self, token: str, permission: str | None) -> Verification | None:
         try:
-            return self.client.api_keys.verify(token, permission, consume=self._consume)
+            return self.client.api_keys.verify(
+                token, permission, consume=self._consume, idempotent=False
+            )
         except KeystileError as exc:
             _failed(exc)
             return None
