@@ -259,6 +259,20 @@ class TestForwardedHeaders:
         assert_denied(response, 400, "validation_error")
         assert response.json()["error"]["details"][0]["field"] == field
 
+    @pytest.mark.parametrize(
+        "name", ["X-Keystile-Key-Id", "x-keystile-scopes", "X_Keystile_Account_Id", "X-Keystile-X"]
+    )
+    async def test_a_client_sent_keystile_header_is_400(
+        self, client: httpx.AsyncClient, reader: Tenant, name: str
+    ) -> None:
+        """The proxy did not remove it: the upstream could trust it (nginx)."""
+        forwarded = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/v1/contacts"}
+        response = await client.get(
+            "/v1/auth", headers={**reader.headers, **forwarded, name: "forged"}
+        )
+        assert_denied(response, 400, "validation_error")
+        assert response.json()["error"]["details"][0]["field"].lower() == name.lower()
+
     async def test_a_repeated_header_is_400(
         self, client: httpx.AsyncClient, reader: Tenant
     ) -> None:

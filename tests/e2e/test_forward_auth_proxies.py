@@ -174,26 +174,37 @@ class TestAllowed:
         assert echo["method"] == "POST" and echo["body_length"] == 5000
 
     def test_forged_identity_headers_never_reach_the_upstream(
-        self, proxy: str, keystile: Keystile
+        self, proxy: str, keystile: Keystile, request: pytest.FixtureRequest
     ) -> None:
+        """Caddy removes every client-sent X-Keystile-* before asking keystile
+        (so the request is served, with keystile's values only); nginx cannot
+        remove headers by pattern, so keystile sees the dashed ones and
+        refuses them (400); names with "_" nginx drops itself."""
         key_id, secret = keystile.reader
         forged = [
             ("X-Keystile-Key-Id", "key_forged"), ("x-keystile-account-id", "acct_forged"),
             ("X-KEYSTILE-SCOPES", "admin:api_keys"), ("X-Keystile-Error", "forged"),
             ("X_Keystile_Key_Id", "key_forged"), ("X-Keystile_Scopes", "admin:api_keys"),
-            ("x_keystile-account-id", "acct_forged"),
+            ("x_keystile-account-id", "acct_forged"), ("X-Keystile-Tenant", "other"),
         ]  # fmt: skip
-        headers = [("Authorization", f"Bearer {secret}"), *forged]
-        echo = echoed(httpx.get(f"{proxy}/v1/contacts/1", headers=headers))
-        received = keystile_headers(echo)
-        assert sorted(received) == sorted(
-            [("x-keystile-account-id", keystile.account), ("x-keystile-key-id", key_id),
-             ("x-keystile-scopes", "read:contacts")]
-        ), received  # fmt: skip
+        caddy = request.node.callspec.params["proxy"] == "caddy"
+        for header in forged:
+            response = httpx.get(
+                f"{proxy}/v1/contacts/1", headers=[*bearer(secret).items(), header]
+            )
+            if caddy or "_" in header[0]:  # nginx drops names with "_" itself
+                received = keystile_headers(echoed(response))
+                assert sorted(received) == sorted(
+                    [("x-keystile-account-id", keystile.account), ("x-keystile-key-id", key_id),
+                     ("x-keystile-scopes", "read:contacts")]
+                ), (header, received)  # fmt: skip
+            else:
+                assert_refused(response, 400, "validation_error")
         # Without a valid key, forged headers get nowhere either.
         for authorization in ([], [("Authorization", "Bearer ks_live_forged")]):
             response = httpx.get(f"{proxy}/v1/contacts/1", headers=[*authorization, *forged])
-            assert_refused(response, 401, "invalid_key")
+            assert_refused(response, 401 if caddy else 400,
+                           "invalid_key" if caddy else "validation_error")  # fmt: skip
 
 
 class TestRefused:

@@ -14,8 +14,12 @@ request, writes the ``200`` and shapes a denial for the proxy.
 Which header a proxy sets decides the path keystile checks, so the rules
 are strict: each header at most once, and when both spellings are present
 they must agree (a client could otherwise add ``X-Forwarded-Uri`` to a
-request whose proxy sets only ``X-Original-URI``). Anything else is a
-``400 validation_error`` naming the header.
+request whose proxy sets only ``X-Original-URI``). And a request carrying
+any ``X-Keystile-*`` header (in any spelling, ``_`` for ``-``) is refused:
+those names are keystile's, the upstream trusts them, and one that reaches
+keystile is one the proxy did not remove from the client's request (nginx
+cannot remove headers by pattern). Anything else is a ``400
+validation_error`` naming the header.
 
 nginx's ``auth_request`` passes on only ``401`` and ``403`` (any other
 status becomes a ``500``), so with ``?proxy=nginx`` every other denial is
@@ -34,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from keystile import errors
 from keystile.http.context import context_of
+from keystile.http.headers import canonical_name
 from keystile.http.paths import PathRefused, canonical_path
 
 AUTH_PATH = "/v1/auth"
@@ -99,10 +104,18 @@ def _forwarded(
 def original_request(headers: list[tuple[bytes, bytes]]) -> OriginalRequest:
     """The original method and canonical path from the forwarded headers of
     an ASGI request (lower-case names). Raises ``ValidationFailed`` (400)
-    naming the header: missing, repeated, conflicting, a method that is not
+    naming the header: a client's ``X-Keystile-*``; missing, repeated,
+    conflicting, a method that is not
     an RFC 9110 token, or a URI whose path :func:`canonical_path` refuses
     (dot segments in any spelling, encoded separators, ...). An absolute URI
     (``https://host/path``) is read for its path; the query is ignored."""
+    for name, _ in headers:
+        if canonical_name(name).startswith(b"x-keystile-"):
+            raise _problem(
+                name.decode("latin-1")[:64],
+                "is keystile's own header: the proxy must remove X-Keystile-* headers "
+                "the client sent (docs/forward-auth.md)",
+            )
     method, method_header = _forwarded(headers, _METHOD)
     if not _TOKEN.fullmatch(method):
         raise _problem(method_header, "must be an HTTP method such as GET")
