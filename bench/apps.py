@@ -5,6 +5,9 @@ uvicorn, uvloop, httptools)."""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from starlette.types import Receive, Scope, Send
 
 _START = {
@@ -49,3 +52,34 @@ async def shaped(scope: Scope, receive: Receive, send: Send) -> None:
         pass
     await send(_SHAPED_START)
     await send(_SHAPED_BODY)
+
+
+# Issue #17: a user's own FastAPI app, unprotected and protected by
+# keystile_client's middleware (cache hits: one key, verified once per TTL).
+# uvicorn --factory bench.apps:plain_fastapi / bench.apps:protected_fastapi;
+# the protected one asks keystile at BENCH_KEYSTILE_URL with BENCH_SERVICE_KEY.
+
+
+def plain_fastapi() -> Any:
+    """A FastAPI app with one endpoint, ``GET /v1/contacts``."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/v1/contacts")
+    async def contacts() -> dict[str, list[str]]:
+        return {"contacts": []}
+
+    return app
+
+
+def protected_fastapi() -> Any:
+    """:func:`plain_fastapi` behind ``KeystileMiddleware`` (``read:contacts``,
+    the default cache: 10,000 keys, 5 s)."""
+    from keystile_client.asgi import KeystileMiddleware
+    from keystile_client.verifier import AsyncVerifier
+
+    verifier = AsyncVerifier(
+        os.environ["BENCH_SERVICE_KEY"], base_url=os.environ["BENCH_KEYSTILE_URL"]
+    )
+    return KeystileMiddleware(plain_fastapi(), verifier, permission="read:contacts")

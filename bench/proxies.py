@@ -124,11 +124,49 @@ def nginx(
     """nginx with examples/nginx/keystile.conf on ``port`` (a free one by
     default), asking keystile on ``keystile_port`` and serving the upstream on
     ``upstream_port``; yields its URL. Its logs go to ``work/error.log``."""
-    binary = _program("nginx")
     port = port or free_port()
+    server = configured(NGINX_EXAMPLE, _addresses(keystile_port, upstream_port, port))
+    with _nginx_serving(server, port, work, workers) as url:
+        yield url
+
+
+# nginx proxying the same upstream with no authentication: the baseline that
+# forward authentication is measured against (docs/benchmarks.md). Same
+# keep-alive settings as the example's `api` upstream.
+_NGINX_ALONE = """\
+upstream api {{
+    server 127.0.0.1:{upstream_port};
+    keepalive 16;
+}}
+server {{
+    listen 127.0.0.1:{port};
+    location / {{
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://api;
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx_alone(
+    upstream_port: int, work: Path, *, port: int | None = None, workers: int = 1
+) -> Iterator[str]:
+    """nginx proxying ``upstream_port`` with no authentication (the baseline
+    of the forward-auth benchmark), run as :func:`nginx`; yields its URL."""
+    port = port or free_port()
+    server = _NGINX_ALONE.format(upstream_port=upstream_port, port=port)
+    with _nginx_serving(server, port, work, workers) as url:
+        yield url
+
+
+@contextmanager
+def _nginx_serving(server: str, port: int, work: Path, workers: int) -> Iterator[str]:
+    """nginx running ``server`` (the blocks inside ``http { }``) from ``work``."""
+    binary = _program("nginx")
     work.mkdir(parents=True, exist_ok=True)
-    addresses = _addresses(keystile_port, upstream_port, port)
-    (work / "keystile.conf").write_text(configured(NGINX_EXAMPLE, addresses))
+    (work / "keystile.conf").write_text(server)
     (work / "nginx.conf").write_text(_NGINX_MAIN.format(work=work, workers=workers))
     command = [binary, "-e", str(work / "error.log"), "-c", str(work / "nginx.conf"),
                "-g", f"daemon off; pid {work}/nginx.pid;"]  # fmt: skip

@@ -141,6 +141,13 @@ def _targets(results: dict[str, Any]) -> list[str]:
         ),
         ("(e) creates per second, SQLite", "≥ 500", rps("e. creates, SQLite"), 500.0),
         (
+            "(h) FastAPI app + KeystileMiddleware (cache hits), ratio to the app unprotected",
+            "≥ 0.8",
+            rps("h. FastAPI app + KeystileMiddleware")
+            / max(rps("h. FastAPI app, unprotected"), 1.0),
+            0.8,
+        ),
+        (
             "resident memory after 1,000,000 verifications of 10,000 keys",
             "< 200 MB",
             memory.get("rss_after_mib", 0.0),
@@ -164,6 +171,44 @@ def _targets(results: dict[str, Any]) -> list[str]:
             ok = minimum is not None and value >= minimum
             shown = f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
         lines.append(f"| {name} | {required} | {shown} | {'met' if ok else '**not met**'} |")
+    return [*lines, ""]
+
+
+def _forward_auth(results: dict[str, Any]) -> list[str]:
+    """nginx + forward auth against nginx alone and against keystile's own
+    gateway, in the same run (issue #16): ratios of throughput, and p99."""
+    runs = {(r["config"], r["workers"], r["connections"]): r for r in results["runs"]}
+    configs = {
+        "nginx alone": "g. nginx alone, to the bare app",
+        "nginx + forward auth": "g. nginx + keystile forward auth",
+        "keystile's gateway": "b. proxy, memory limiter",
+    }
+    lines = [
+        "## Forward authentication beside a proxy",
+        "",
+        "The same bare app behind nginx alone, behind nginx asking keystile (`/v1/auth`, "
+        "`examples/nginx/keystile.conf`), and behind keystile's own gateway, in one run.",
+        "",
+        "| workers, connections | nginx alone: rps, p99 ms | nginx + forward auth: rps, p99 ms "
+        "| keystile's gateway: rps, p99 ms | forward auth / nginx alone | forward auth / gateway |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for workers in (1, 2):
+        for connections in (16, 64):
+            got = {
+                name: runs.get((config, workers, connections)) for name, config in configs.items()
+            }
+            if not all(got.values()):
+                continue
+            rps = {name: float(run["rps"]) for name, run in got.items() if run}
+            cells = [f"{rps[name]:,.0f}, {got[name]['p99_ms']:.2f}" for name in configs]  # type: ignore[index]
+            guarded = rps["nginx + forward auth"]
+            to_alone, to_gateway = guarded / rps["nginx alone"], guarded / rps["keystile's gateway"]
+            lines.append(
+                f"| {workers}, {connections} | "
+                + " | ".join(cells)
+                + f" | {to_alone:.2f} | {to_gateway:.2f} |"
+            )
     return [*lines, ""]
 
 
@@ -205,9 +250,14 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "(contract §15); (c) the same with the Redis rate limiter; (d) the same on "
         "PostgreSQL with the key cache off, so every request looks its key up (the cold path); "
         "(e) `POST /v1/api-keys`, a new name per request; (f) the bare app called directly "
-        "(what the proxy adds is the difference between (b) proxy and (f)).",
+        "(what the proxy adds is the difference between (b) proxy and (f)); (g) nginx in front "
+        "of the bare app, alone and with the shipped forward-auth example asking keystile "
+        "(memory limiter) on every request; nginx runs as many worker processes as keystile; "
+        "(h) a FastAPI app with one endpoint, alone and behind `keystile_client`'s "
+        "`KeystileMiddleware` (one key: cache hits, verified with keystile once per 5 s TTL).",
         "",
         *_targets(results),
+        *_forward_auth(results),
         "## Results",
         "",
         *_table(results["runs"], 1),

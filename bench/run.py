@@ -415,6 +415,36 @@ def main() -> None:
                         work / "pg.log",
                     )
                 )
+                # nginx in front of the bare app: alone, and asking keystile
+                # (examples/nginx/keystile.conf, forward auth: contract §15).
+                from bench import proxies  # (it imports this module)
+
+                alone = servers.enter_context(
+                    proxies.nginx_alone(bare_port, work / f"nginx-alone-{workers}", workers=workers)
+                )
+                guarded = servers.enter_context(
+                    proxies.nginx(
+                        ports["mem"], bare_port, work / f"nginx-auth-{workers}", workers=workers
+                    )
+                )
+                # A user's FastAPI app, alone and behind keystile_client's
+                # middleware asking the memory-limiter keystile (issue #17).
+                fastapi_ports = {"plain": free_port(), "protected": free_port()}
+                client_env = base_env(
+                    BENCH_KEYSTILE_URL=f"http://127.0.0.1:{ports['mem']}",
+                    BENCH_SERVICE_KEY=keys["sqlite"],
+                )
+                for name, app_port in fastapi_ports.items():
+                    app_cmd = [*bare_cmd[:3], "--factory", f"bench.apps:{name}_fastapi", "--port",
+                               str(app_port), *bare_cmd[6:]]  # fmt: skip
+                    servers.enter_context(
+                        process(
+                            app_cmd,
+                            client_env,
+                            f"http://127.0.0.1:{app_port}/openapi.json",
+                            work / f"fastapi-{name}.log",
+                        )
+                    )
                 verify_sqlite = lua_post(
                     work / "verify-sqlite.lua", json.dumps({"key": keys["sqlite"]}), keys["sqlite"]
                 )
@@ -490,6 +520,25 @@ def main() -> None:
                         f"http://127.0.0.1:{bare_port}/v1/contacts",
                         None,
                         None,
+                    ),
+                    ("g. nginx alone, to the bare app", f"{alone}/v1/contacts", None, None),
+                    (
+                        "g. nginx + keystile forward auth",
+                        f"{guarded}/v1/contacts",
+                        None,
+                        sqlite_auth,
+                    ),
+                    (
+                        "h. FastAPI app, unprotected",
+                        f"http://127.0.0.1:{fastapi_ports['plain']}/v1/contacts",
+                        None,
+                        None,
+                    ),
+                    (
+                        "h. FastAPI app + KeystileMiddleware",
+                        f"http://127.0.0.1:{fastapi_ports['protected']}/v1/contacts",
+                        None,
+                        sqlite_auth,
                     ),
                 ]
                 for _, url, script, header in plan:  # warm up every server and path
