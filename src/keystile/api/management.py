@@ -23,6 +23,10 @@ from keystile.api.schemas import (
     RotateApiKeyRequest,
     UpdateApiKeyRequest,
 )
+from keystile.api.webhook_schemas import (
+    CreateWebhookEndpointRequest,
+    UpdateWebhookEndpointRequest,
+)
 from keystile.api.wording import problems
 from keystile.errors import ValidationFailed
 from keystile.gateway import forward_auth
@@ -91,6 +95,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         UpdateAccountRequest,
         ErrorEnvelope,
         ReportedTokenIn,
+        CreateWebhookEndpointRequest,
+        UpdateWebhookEndpointRequest,
         *verify_models,
     ]
     for model in models:
@@ -129,7 +135,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for response in responses.values():
                 response.setdefault("headers", {}).update(_REQUEST_ID_HEADER)
             guarded = PERMISSION_EXTENSION in operation or AUDIENCE_EXTENSION in operation
-            if guarded or operation.get("operationId") in ("verify_key", "forward_auth"):
+            # /v1/auth declares no security: a refusal is its answer, not an
+            # error of the caller (the proxy), whose headers decide the outcome.
+            if guarded or operation.get("operationId") == "verify_key":
                 operation["security"] = [{"bearerAuth": []}]
                 if operation.get(AUDIENCE_EXTENSION) == "operator":
                     continue  # operator keys are never rate limited
