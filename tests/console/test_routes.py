@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from keystile.api.pipeline import Pipeline
-from tests.support import LEDGER, Tenant, make_tenant
+from tests.support import LEDGER, Tenant, make_operator, make_tenant
 
 pytestmark = pytest.mark.anyio
 
@@ -306,3 +306,30 @@ async def test_the_session_row_holds_no_secret(
         rows = db.execute("SELECT * FROM console_sessions").fetchall()
     blob = repr(rows).encode()
     assert tenant.secret.encode() not in blob and cookie.encode() not in blob
+
+
+async def test_static_assets_are_served_from_the_package(browser: httpx.AsyncClient) -> None:
+    script = await browser.get("/console/static/console.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    style = await browser.get("/console/static/console.css")
+    assert style.headers["content-type"].startswith("text/css")
+    assert (await browser.get("/console/static/../app.py")).status_code == 404
+    assert (await browser.get("/console/static/nothing.js")).status_code == 404
+
+
+async def test_an_operator_picks_the_account(
+    app: Pipeline, browser: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    operator = await make_operator(app)
+    signed = await sign_in(browser, operator.secret)
+    assert signed.headers["location"] == "/console/accounts"
+    assert (await browser.get("/console/keys")).headers["location"] == "/console/accounts"
+    picker = await browser.get("/console/accounts")
+    assert tenant.account.id in picker.text
+    chosen = await browser.post(
+        "/console/accounts", data={"csrf_token": token(picker), "account_id": tenant.account.id}
+    )
+    assert chosen.headers["location"] == "/console/keys"
+    keys = await browser.get("/console/keys")
+    assert keys.status_code == 200 and ">admin</a>" in keys.text

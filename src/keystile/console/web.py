@@ -142,5 +142,5 @@ def static_file(name: str) -> Response | None:
     media_type = STATIC_TYPES.get(name)
     if media_type is None:
         return None
-    content = resources.files("keystile.console").joinpath("static", name).read_bytes()
+    content = resources.files("keystile.console").joinpath("static").joinpath(name).read_bytes()
     return Response(content, media_type=media_type)
