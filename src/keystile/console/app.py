@@ -147,6 +147,30 @@ class Console:
             return response
         return self.views.render("error.html", ctx, status=result.status, error=result.message)
 
+    # -- a new secret, shown once ---------------------------------------------
+
+    async def shown_once(
+        self, ctx: Ctx, result: ApiResult, kind: str, secret_field: str, path: str
+    ) -> Response:
+        """Keep the new secret for one viewing, then post/redirect/get to
+        ``path``. A replayed answer (the same form sent twice) stores nothing:
+        the first one did, and its secret is shown once, whichever response
+        the browser ends up following."""
+        if not result.replayed:
+            payload = {"kind": kind, "id": result.data["id"], "secret": result.data[secret_field]}
+            await self.sessions.stash(ctx.session, payload)
+        return redirect(path)
+
+    async def show_secret(self, ctx: Ctx, kind: str, object_id: str, gone: str) -> Response:
+        """The stashed secret of ``object_id``, taken (deleted) as it is
+        rendered; afterwards (reload, back, history) a redirect to ``gone``."""
+        taken = await self.sessions.take(ctx.session)
+        if taken is None or taken.get("kind") != kind or taken.get("id") != object_id:
+            return redirect(gone)
+        return self.views.render(
+            "secret.html", ctx, kind=kind, object_id=object_id, secret=taken["secret"]
+        )
+
     # -- sign-in, sign-out, the account picker ---------------------------------
 
     async def _home(self, request: Request) -> Response:

@@ -94,29 +94,15 @@ def routes(console: Console) -> list[Route]:
             return key_form(ctx, None, status=result.status, result=result)
         if not result.ok:
             return await console.failed(request, ctx, result)
-        return await shown_once(ctx, result)
-
-    async def shown_once(ctx: Ctx, result: Any) -> Response:
-        """Keep the new secret for one viewing, then post/redirect/get. A
-        replayed answer (the same form sent twice) stores nothing: the first
-        one did, and its secret is shown once, whichever response the
-        browser ends up following."""
-        if not result.replayed:
-            await console.sessions.stash(
-                ctx.session, {"kind": "key", "id": result.data["id"], "secret": result.data["key"]}
-            )
-        return redirect(f"/keys/{result.data['id']}/secret")
+        return await console.shown_once(
+            ctx, result, "key", "key", f"/keys/{result.data['id']}/secret"
+        )
 
     async def secret(request: Request, ctx: Ctx) -> Response:
         key_id = object_id(request, "key_id")
         if key_id is None:
             return await console._not_found(request)
-        taken = await console.sessions.take(ctx.session)
-        if taken is None or taken.get("kind") != "key" or taken.get("id") != key_id:
-            return redirect(f"/keys/{key_id}?secret=gone")
-        return views.render(
-            "secret.html", ctx, kind="key", object_id=key_id, secret=taken["secret"]
-        )
+        return await console.show_secret(ctx, "key", key_id, f"/keys/{key_id}?secret=gone")
 
     async def fetch(request: Request, ctx: Ctx) -> tuple[str, Any] | Response:
         key_id = object_id(request, "key_id")
@@ -212,7 +198,9 @@ def routes(console: Console) -> list[Route]:
                 error=result.message,
                 errors=result.field_errors,
             )
-        return await shown_once(ctx, result)
+        return await console.shown_once(
+            ctx, result, "key", "key", f"/keys/{result.data['id']}/secret"
+        )
 
     def toggle(disabled: bool) -> Any:
         async def handler(request: Request, ctx: Ctx) -> Response:

@@ -64,22 +64,14 @@ def routes(console: Console) -> list[Route]:
         if not result.ok:
             return await console.failed(request, ctx, result)
         endpoint_id = result.data["id"]
-        if not result.replayed:
-            await console.sessions.stash(
-                ctx.session, {"kind": "webhook", "id": endpoint_id, "secret": result.data["secret"]}
-            )
-        return redirect(f"/webhooks/{endpoint_id}/secret")
+        path = f"/webhooks/{endpoint_id}/secret"
+        return await console.shown_once(ctx, result, "webhook", "secret", path)
 
     async def secret(request: Request, ctx: Ctx) -> Response:
         endpoint_id = object_id(request, "endpoint_id")
         if endpoint_id is None:
             return await console._not_found(request)
-        taken = await console.sessions.take(ctx.session)
-        if taken is None or taken.get("kind") != "webhook" or taken.get("id") != endpoint_id:
-            return redirect(f"/webhooks/{endpoint_id}")
-        return views.render(
-            "secret.html", ctx, kind="webhook", object_id=endpoint_id, secret=taken["secret"]
-        )
+        return await console.show_secret(ctx, "webhook", endpoint_id, f"/webhooks/{endpoint_id}")
 
     async def detail(request: Request, ctx: Ctx) -> Response:
         endpoint_id = object_id(request, "endpoint_id")
