@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.dev-stamp
 # The server, its tests and bench, and the client distribution (clients/python) with its examples.
 CHECKED := src tests bench clients/python/src clients/python/tests examples/client
 
-.PHONY: run install install-run check test bench bench-compare timing clean
+.PHONY: run install install-run check test bench bench-compare timing screenshots clean
 
 $(RUN_STAMP): pyproject.toml constraints.txt src/keystile/__init__.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-compare: install
 ## The timing report of docs/security.md (about a minute).
 timing: install
 	$(BIN)/python -m bench.timing
+
+## The browser console's screenshots (docs/console/*.png), taken by its browser tests
+## (Playwright driving Debian's chromium, installed with apt when missing).
+screenshots: install
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) .keystile .pytest_cache .mypy_cache .ruff_cache

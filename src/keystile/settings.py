@@ -227,6 +227,22 @@ class Settings(BaseSettings):
         description="How often api_key.expiring and api_key.expired events are looked for.",
     )
 
+    console_enabled: bool = Field(
+        True, description="Serve the browser console at /console (docs/console.md)."
+    )
+    console_idle_minutes: int = Field(
+        30,
+        ge=1,
+        le=1440,
+        description="A console session ends after this many minutes without a request.",
+    )
+    console_absolute_hours: int = Field(
+        12,
+        ge=1,
+        le=168,
+        description="A console session ends this many hours after sign-in, however active.",
+    )
+
     @field_validator("key_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:

@@ -52,10 +52,17 @@ HARMLESS = re.compile(r"byte-compiling is disabled")
 
 def packaged_files() -> set[str]:
     """What the installed service reads besides its modules: the migrations
-    (run on start), the routes example and the typing marker."""
+    (run on start), the routes example, the console's templates and static
+    files (contract §16) and the typing marker."""
     versions = (PACKAGE / MIGRATIONS / "versions").glob("*.py")
+    console = [
+        path.relative_to(PACKAGE).as_posix()
+        for folder in ("templates", "static")
+        for path in (PACKAGE / "console" / folder).iterdir()
+    ]
     return {
         "py.typed",
+        *console,
         "gateway/examples/routes.toml",
         f"{MIGRATIONS}/env.py",
         f"{MIGRATIONS}/script.py.mako",

@@ -22,6 +22,8 @@ from keystile.api.verify import PATH as VERIFY_PATH
 from keystile.api.verify import VerifyEndpoint
 from keystile.audit.service import AuditLog
 from keystile.clock import Clock, system_clock
+from keystile.console.app import Console
+from keystile.console.sessions import SessionStore
 from keystile.errors import ConfigurationError
 from keystile.faults import Faults
 from keystile.gateway.client import UpstreamClient
@@ -163,6 +165,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         faults=Faults(settings.test_fault_point, settings.data_dir),
     )
     management = create_management_app(services)
+    console = Console(services, keyring) if settings.console_enabled else None
     routes = load_routes(settings.routes, settings.catalog) if settings.routes else RouteTable([])
     upstreams = UpstreamClient()
     hot = {
@@ -177,7 +180,15 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
         purger = Periodic(
             "purging idempotency records and old audit events, rolling up usage",
             settings.idempotency_purge_interval_seconds,
-            lambda: purge_expired(idempotency, audit, usage_service, storage, dispatcher, webhooks),
+            lambda: purge_expired(
+                idempotency,
+                audit,
+                usage_service,
+                storage,
+                dispatcher,
+                webhooks,
+                console.sessions if console else None,
+            ),
         )
         usage.start()
         usage_meter.start()
@@ -206,12 +217,15 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> Pipeline:
             upstreams.close()
             await storage.close()
 
-    return Pipeline(
+    pipeline = Pipeline(
         services=services,
-        router=Router(management, hot, routes, Proxy(upstreams, settings.proxies)),
+        router=Router(management, hot, routes, Proxy(upstreams, settings.proxies), console),
         idempotency=IdempotencyLayer(idempotency, services.faults),
         lifespan=lifespan,
     )
+    if console is not None:
+        console.attach(pipeline)  # the console acts through the API (keystile.console.api)
+    return pipeline
 
 
 async def purge_expired(
@@ -221,12 +235,14 @@ async def purge_expired(
     storage: Storage,
     dispatcher: Dispatcher | None = None,
     webhooks: WebhookService | None = None,
+    console_sessions: SessionStore | None = None,
 ) -> None:
     """The background job: expired idempotency records (24 h), audit events
     past ``KEYSTILE_AUDIT_RETENTION_DAYS``, hourly usage past
     ``KEYSTILE_USAGE_HOURLY_RETENTION_DAYS`` rolled up into daily totals, and
     settled webhook deliveries older than 30 days, and webhook signing
-    secrets re-encrypted under the current application key."""
+    secrets re-encrypted under the current application key, and console
+    sessions past their idle or absolute expiry."""
     await idempotency.purge()
     await audit.purge(storage)
     await usage.roll_up()
@@ -234,6 +250,8 @@ async def purge_expired(
         await dispatcher.purge()
     if webhooks is not None:
         await webhooks.reencrypt()
+    if console_sessions is not None:
+        await console_sessions.purge()
 
 
 def revocation_feed(

@@ -62,6 +62,14 @@ PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/secret-scanning/reports"}
 )
 TOO_MANY_FAILURES = "Too many failed authentications from this address."
+# The browser console (contract §16) authenticates by session cookie, in its
+# own app (keystile.console), and acts through this pipeline's API endpoints
+# with the session's key: no bearer key here, nothing else under this prefix.
+CONSOLE_PREFIX = "/console"
+
+
+def is_console_path(path: str) -> bool:
+    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +151,14 @@ class Router:
         hot: dict[tuple[str, str], Endpoint],
         gateway: RouteTable | None = None,
         proxy: Proxy | None = None,
+        console: ASGIApp | None = None,
     ) -> None:
         self._hot = hot
+        self._console = (
+            None
+            if console is None
+            else Endpoint(name=CONSOLE_PREFIX, app=console, protected=False, idempotent=False)
+        )
         routes = gateway or RouteTable([])
         self._gateway = routes.proxied()
         self._gateway_endpoints: dict[GatewayRoute, Endpoint] = {}
@@ -205,6 +219,8 @@ class Router:
             return self.resolve_forwarded(scope)
         if path == "*" and method == "OPTIONS":
             return SERVER_OPTIONS
+        if self._console is not None and is_console_path(path):
+            return self._console
         canonical = canonical_path(raw_path_of(path, scope.get("raw_path")))
         allowed: list[str] = []
         if path in self._hot_paths:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from keystile.audit.models import AuditEvent, AuditFilter, AuditPage
+from keystile.console.models import StoredSession
 from keystile.keys.models import (
     Account,
     AccountPage,
@@ -329,6 +330,27 @@ class WebhookRepository(Protocol):
         ``(expires_at, id)``, after ``cursor`` (the last of a previous batch)."""
 
 
+class ConsoleSessionRepository(Protocol):
+    async def insert(self, session: StoredSession) -> None: ...
+
+    async def get(self, id_digest: str) -> StoredSession | None: ...
+
+    async def touch(self, id_digest: str, last_seen_at: int) -> None: ...
+
+    async def set_account(self, id_digest: str, account_id: str) -> None: ...
+
+    async def set_flash(self, id_digest: str, flash: bytes) -> None: ...
+
+    async def clear_flash(self, id_digest: str, flash: bytes) -> bool:
+        """Remove ``flash`` if the row still holds it: True for exactly one caller."""
+
+    async def delete(self, id_digest: str) -> None: ...
+
+    async def purge(self, idle_before: int, now: int) -> int:
+        """Delete the sessions idle since before ``idle_before`` or past their
+        absolute expiry; returns how many."""
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction (or of one read)."""
 
@@ -355,6 +377,9 @@ class UnitOfWork(Protocol):
 
     @property
     def webhooks(self) -> WebhookRepository: ...
+
+    @property
+    def console_sessions(self) -> ConsoleSessionRepository: ...
 
 
 class Storage(Protocol):

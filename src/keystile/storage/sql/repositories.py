@@ -22,6 +22,7 @@ from keystile.keys.models import (
 from keystile.storage.base import KeyFilter, StoredResponse
 from keystile.storage.sql.audit import SqlAuditEvents
 from keystile.storage.sql.common import Connection, insert_for, newest_first
+from keystile.storage.sql.console import SqlConsoleSessions
 from keystile.storage.sql.key_rows import KEY_COLUMNS, key_from_row
 from keystile.storage.sql.operators import SqlOperatorKeys
 from keystile.storage.sql.quotas import SqlQuotaCounters
@@ -343,6 +344,7 @@ class SqlUnitOfWork:
         self.usage = SqlUsage(conn)
         self.quotas = SqlQuotaCounters(conn)
         self.webhooks = SqlWebhooks(conn)
+        self.console_sessions = SqlConsoleSessions(conn)
 
     @property
     def invalidated(self) -> set[str]:

@@ -229,3 +229,20 @@ sa.Index(
 sa.Index("ix_webhook_deliveries_event", webhook_deliveries.c.event_id)
 # The expiry scan (api_key.expiring / api_key.expired) reads keys by expiry.
 sa.Index("ix_api_keys_expires", api_keys.c.expires_at)
+
+# Browser console sessions (contract §16, migration 0008). The cookie holds a
+# random id; the row is found by its SHA-256 digest, and the signed-in key is
+# stored encrypted under the application key (bound to the row).
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id_digest", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(40), nullable=True),
+    sa.Column("operator", sa.Boolean, nullable=False),
+    sa.Column("credential", sa.LargeBinary, nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("flash", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+)
