@@ -273,6 +273,15 @@ class TestForwardedHeaders:
         assert_denied(response, 400, "validation_error")
         assert response.json()["error"]["details"][0]["field"].lower() == name.lower()
 
+    @pytest.mark.parametrize("method", ["TRACE", "CONNECT", "QUERY", "PROPFIND"])
+    async def test_methods_no_route_can_have_are_405(
+        self, client: httpx.AsyncClient, reader: Tenant, method: str
+    ) -> None:
+        for query in ("", "?proxy=nginx"):  # the endpoint's own 405, in either mode
+            response = await ask(client, reader.secret, via=method, query=query)
+            assert_denied(response, 405, "method_not_allowed")
+        assert "TRACE" not in response.headers["allow"] and "GET" in response.headers["allow"]
+
     async def test_a_repeated_header_is_400(
         self, client: httpx.AsyncClient, reader: Tenant
     ) -> None:

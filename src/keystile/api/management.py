@@ -175,8 +175,8 @@ def create_management_app(services: Services) -> FastAPI:
 
 
 def _forward_auth_item() -> dict[str, Any]:
-    """The OpenAPI path item of ``/v1/auth`` (contract §15). It answers every
-    method alike; GET, what proxies send, is the one described."""
+    """The OpenAPI path item of ``/v1/auth`` (contract §15): every method,
+    answered alike (a proxy may ask with the original request's method)."""
 
     def header(name: str, description: str) -> dict[str, Any]:
         return {"name": name, "in": "header", "required": False, "description": description,
@@ -199,7 +199,7 @@ def _forward_auth_item() -> dict[str, Any]:
         "X-Forwarded-Method and X-Forwarded-Uri (or X-Original-Method and X-Original-URI); "
         "it is checked against the routes file as the gateway checks it. With "
         "?proxy=nginx every refusal but 401 is a 403 naming its code in X-Keystile-Error.",
-        "operationId": "forward_auth",
+        "operationId": "forward_auth",  # GET; the other methods get a suffix
         "parameters": [
             header("X-Forwarded-Method", "The original request's method."),
             header("X-Forwarded-Uri", "The original request's URI (path and query)."),
@@ -214,4 +214,10 @@ def _forward_auth_item() -> dict[str, Any]:
         ],
         "responses": responses,
     }
-    return {"get": operation}
+    return {
+        method: {
+            **operation,
+            "operationId": "forward_auth" + ("" if method == "get" else f"_{method}"),
+        }
+        for method in (m.lower() for m in forward_auth.ALLOWED_METHODS)
+    }

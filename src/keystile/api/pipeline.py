@@ -400,6 +400,8 @@ class Pipeline:
     ) -> None:
         check_host(scope)
         if forward_auth.is_auth_path(scope["path"]):
+            if scope["method"] not in forward_auth.ALLOWED_METHODS:  # its own 405, in any mode
+                raise errors.MethodNotAllowed(list(forward_auth.ALLOWED_METHODS))
             ctx.proxy_mode = forward_auth.proxy_mode(scope)
         endpoint = self.router.resolve(scope)
         ctx.route = endpoint.name

@@ -39,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 from keystile import errors
 from keystile.http.context import context_of
 from keystile.http.headers import canonical_name
+from keystile.gateway.routes import METHODS
 from keystile.http.paths import PathRefused, canonical_path
 
 AUTH_PATH = "/v1/auth"
@@ -52,6 +53,9 @@ def is_auth_path(path: str) -> bool:
 
 
 ERROR_HEADER = b"x-keystile-error"
+# A proxy may ask with any method a route can have (the original request's);
+# TRACE, CONNECT and methods no route can name are a 405 of /v1/auth itself.
+ALLOWED_METHODS = tuple(sorted(METHODS))
 NGINX = "nginx"
 PROXY_MODES = frozenset({NGINX})
 
