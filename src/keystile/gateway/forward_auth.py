@@ -37,9 +37,9 @@ from urllib.parse import parse_qsl
 from starlette.types import Receive, Scope, Send
 
 from keystile import errors
+from keystile.gateway.routes import METHODS
 from keystile.http.context import context_of
 from keystile.http.headers import canonical_name
-from keystile.gateway.routes import METHODS
 from keystile.http.paths import PathRefused, canonical_path
 
 AUTH_PATH = "/v1/auth"
