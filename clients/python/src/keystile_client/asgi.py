@@ -31,10 +31,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _encoded(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode(), value.encode()) for name, value in headers]
-
-
 async def send_refusal(send: Send, decision: Decision, request_id: str | None) -> None:
     """The §3 error response of a refused request."""
     body = decision.body(request_id)
@@ -42,7 +38,7 @@ async def send_refusal(send: Send, decision: Decision, request_id: str | None) -
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
-        *_encoded(decision.headers),
+        *decision.encoded,
     ]
     await send({"type": "http.response.start", "status": decision.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -76,7 +72,7 @@ class KeystileMiddleware:
             await send_refusal(send, decision, _header(scope, b"x-request-id"))
             return
         scope.setdefault("state", {})["keystile"] = decision.identity
-        extra = _encoded(decision.headers)
+        extra = decision.encoded
 
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start" and extra:

@@ -17,8 +17,9 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from keystile_client.models import Verification
+V = TypeVar("V")
 
 DEFAULT_SIZE = 10_000
 DEFAULT_TTL = 5.0
@@ -29,9 +30,11 @@ def cache_key(token: str, permission: str | None) -> bytes:
     return hashlib.sha256(f"{token}\0{permission or ''}".encode()).digest()
 
 
-class VerificationCache:
-    """Bounded LRU with TTL. Not locked: the asyncio integrations use it from
-    one event loop; the threaded one holds its own lock around it."""
+class VerificationCache(Generic[V]):
+    """Bounded LRU with TTL of what a verification decided (``V``: the
+    verifiers keep the verification and its decision, so a cache hit builds
+    nothing). Not locked: the asyncio integrations use it from one event
+    loop; the threaded one holds its own lock around it."""
 
     def __init__(
         self,
@@ -44,9 +47,9 @@ class VerificationCache:
         self.size = size
         self.ttl = ttl
         self._clock = clock
-        self._entries: OrderedDict[bytes, tuple[float, Verification]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[float, V]] = OrderedDict()
 
-    def get(self, key: bytes) -> Verification | None:
+    def get(self, key: bytes) -> V | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -57,7 +60,7 @@ class VerificationCache:
         self._entries.move_to_end(key)
         return result
 
-    def put(self, key: bytes, result: Verification) -> None:
+    def put(self, key: bytes, result: V) -> None:
         if self.size == 0 or self.ttl == 0:
             return
         self._entries[key] = (self._clock() + self.ttl, result)

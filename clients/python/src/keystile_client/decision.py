@@ -15,7 +15,7 @@ import json
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keystile_client.models import Verification, Window
 
@@ -46,6 +46,12 @@ class Decision:
     message: str
     identity: Verification | None
     headers: tuple[tuple[str, str], ...]
+    # ``headers`` as ASGI wants them (lower-case bytes), made once per decision.
+    encoded: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        encoded = tuple((name.lower().encode(), value.encode()) for name, value in self.headers)
+        object.__setattr__(self, "encoded", encoded)
 
     @property
     def allowed(self) -> bool:
@@ -98,6 +104,12 @@ def decide(result: Verification | None, now: float | None = None) -> Decision:
         wait = max(1, int(reset - (time.time() if now is None else now) + 0.999))
         headers.append(("Retry-After", str(wait)))
     return Decision(status, code, message, None, tuple(headers))
+
+
+def current(result: Verification, decision: Decision) -> Decision:
+    """A cached ``decision`` of ``result``, as it stands now: the same one,
+    except a 429's ``Retry-After``, which counts down."""
+    return decide(result) if decision.status == 429 else decision
 
 
 MISSING_KEY = decide(Verification(False, "INVALID", None, None, (), {}, None, None))

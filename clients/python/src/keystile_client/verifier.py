@@ -23,9 +23,11 @@ import threading
 from keystile_client.async_client import AsyncClient
 from keystile_client.cache import DEFAULT_SIZE, DEFAULT_TTL, VerificationCache, cache_key
 from keystile_client.client import Client
-from keystile_client.decision import MISSING_KEY, Decision, decide
+from keystile_client.decision import MISSING_KEY, Decision, current, decide
 from keystile_client.errors import KeystileError
 from keystile_client.models import Verification
+
+Cached = tuple[Verification, Decision]  # a verification and what it decided
 
 log = logging.getLogger("keystile_client")
 
@@ -64,7 +66,7 @@ class AsyncVerifier:
             service_key, base_url=base_url, account=account, timeout=timeout,
             max_retries=1, deadline=DEFAULT_DEADLINE,
         )  # fmt: skip
-        self.cache = VerificationCache(cache_size, cache_ttl)
+        self.cache: VerificationCache[Cached] = VerificationCache(cache_size, cache_ttl)
         self._consume = consume
         self._flights: dict[bytes, asyncio.Future[Verification | None]] = {}
 
@@ -75,7 +77,7 @@ class AsyncVerifier:
         key = cache_key(token, permission)
         cached = self.cache.get(key)
         if cached is not None:
-            return decide(cached)
+            return current(*cached)
         flight = self._flights.get(key)
         if flight is None:
             flight = asyncio.get_running_loop().create_future()
@@ -102,7 +104,7 @@ class AsyncVerifier:
         except KeystileError as exc:
             _failed(exc)
             return None
-        self.cache.put(key, result)
+        self.cache.put(key, (result, decide(result)))
         return result
 
     async def aclose(self) -> None:
@@ -136,7 +138,7 @@ class SyncVerifier:
             service_key, base_url=base_url, account=account, timeout=timeout,
             max_retries=1, deadline=DEFAULT_DEADLINE,
         )  # fmt: skip
-        self.cache = VerificationCache(cache_size, cache_ttl)
+        self.cache: VerificationCache[Cached] = VerificationCache(cache_size, cache_ttl)
         self._consume = consume
         self._lock = threading.Lock()
         self._flights: dict[bytes, _Flight] = {}
@@ -149,7 +151,7 @@ class SyncVerifier:
         with self._lock:
             cached = self.cache.get(key)
             if cached is not None:
-                return decide(cached)
+                return current(*cached)
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:
@@ -162,7 +164,7 @@ class SyncVerifier:
         finally:
             with self._lock:
                 if flight.result is not None:
-                    self.cache.put(key, flight.result)
+                    self.cache.put(key, (flight.result, decide(flight.result)))
                 del self._flights[key]
             flight.done.set()
         return decide(flight.result)
