@@ -185,7 +185,10 @@ class Router:
                     audience="gateway",
                 )
         self._hot_paths = {path: method for method, path in hot}
-        self._routes: list[tuple[Route, Endpoint]] = []
+        # (the route's path up to its first parameter, the route, its endpoint):
+        # a request whose path does not start with that prefix cannot match,
+        # so gateway requests skip the regular expressions of every route.
+        self._routes: list[tuple[str, Route, Endpoint]] = []
         for route in management.router.routes:
             if not isinstance(route, Route):
                 # Secure by default: a route we cannot see could not be guarded.
@@ -201,7 +204,7 @@ class Router:
                 permission=permission,
                 audience=audience,
             )
-            self._routes.append((route, endpoint))
+            self._routes.append((route.path.split("{", 1)[0], route, endpoint))
 
     def resolve(self, scope: Scope) -> Endpoint:
         """The endpoint for this request; raises 400 (a request target or
@@ -225,7 +228,9 @@ class Router:
         allowed: list[str] = []
         if path in self._hot_paths:
             allowed += [m for m, p in self._hot if p == path]
-        for route, endpoint in self._routes:
+        for prefix, route, endpoint in self._routes:
+            if not path.startswith(prefix):
+                continue
             match, child = route.matches(scope)
             if match is Match.FULL:
                 scope.update(child)

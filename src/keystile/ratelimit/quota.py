@@ -36,8 +36,21 @@ class Period:
     end: int
 
 
+_CURRENT: dict[QuotaPeriod, Period] = {}  # the last period found of each kind
+
+
 def period_of(period: QuotaPeriod, now: float) -> Period:
-    """The UTC day or month ``now`` (Unix seconds) falls in."""
+    """The UTC day or month ``now`` (Unix seconds) falls in. The last one
+    found of each kind is kept: on the hot path, ``now`` is almost always in
+    it (a month's boundaries cost ~3 µs of datetime arithmetic)."""
+    current = _CURRENT.get(period)
+    if current is not None and current.start <= now < current.end:
+        return current
+    found = _CURRENT[period] = _period_of(period, now)
+    return found
+
+
+def _period_of(period: QuotaPeriod, now: float) -> Period:
     if period is QuotaPeriod.DAY:
         start = math.floor(now / DAY_SECONDS) * DAY_SECONDS
         return Period(start, start + DAY_SECONDS)
