@@ -94,6 +94,10 @@ def _serve(
             env, "keys", "create", "--account", account["id"], "--name", "bench", *scopes,
             keystile=keystile,
         )["key"]  # fmt: skip
+        service_key = run.cli(
+            env, "keys", "create", "--account", account["id"], "--name", "bench-service",
+            "--permission", "verify:keys", keystile=keystile,
+        )["key"]  # fmt: skip
     except subprocess.CalledProcessError as exc:
         raise SystemExit(
             f"{variant.name}: {shlex.join(exc.cmd[1:])}: {exc.stderr.strip()}"
@@ -102,7 +106,7 @@ def _serve(
     command = [str(keystile), "serve", "--workers", str(options.workers), "--port", str(port)]
     health = f"http://127.0.0.1:{port}/healthz"
     stack.enter_context(run.process(command, env, health, home / "serve.log", cwd=home))
-    return Server(variant.name, port, key, bin_path, env, home)
+    return Server(variant.name, port, key, bin_path, env, home, service_key)
 
 
 # -- measuring -------------------------------------------------------------------------------

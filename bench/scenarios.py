@@ -42,7 +42,9 @@ class Server:
     """A variant's ``keystile serve``, ready: ``key`` holds every scope of
     ``PERMISSIONS`` on a tier that never refuses (unless the variant's
     environment says otherwise); ``bin`` is the variant's virtualenv ``bin/``;
-    ``work`` a directory of its own for scripts."""
+    ``work`` a directory of its own for scripts; ``service_key`` a second key
+    of the same account holding only ``verify:keys`` (no quota), the caller of
+    the ``verify-service`` scenario."""
 
     variant: str
     port: int
@@ -50,6 +52,7 @@ class Server:
     bin: Path
     env: dict[str, str]
     work: Path
+    service_key: str = ""
 
     @property
     def base(self) -> str:
@@ -97,6 +100,15 @@ def verify(bench: Bench, server: Server | None) -> Target:
     return Target(f"{server.base}/v1/keys/verify", script=script)
 
 
+def verify_service(bench: Bench, server: Server | None) -> Target:
+    """``POST /v1/keys/verify`` of the bench key by a service key: the shape
+    of a deployment (a service without a quota verifies customer keys)."""
+    server = _variant(server)
+    body = json.dumps({"key": server.key})
+    script = lua_post(server.work / "verify-service.lua", body, server.service_key)
+    return Target(f"{server.base}/v1/keys/verify", script=script)
+
+
 def proxy(bench: Bench, server: Server | None) -> Target:
     """``GET /v1/contacts`` through the gateway to the bare upstream."""
     server = _variant(server)
@@ -119,6 +131,11 @@ def direct(bench: Bench, server: Server | None) -> Target:
 SCENARIOS: dict[str, Scenario] = {
     "verify": Scenario(
         "verify", "POST /v1/keys/verify, a hot cached key (the caller's own)", verify
+    ),
+    "verify-service": Scenario(
+        "verify-service",
+        "POST /v1/keys/verify of the bench key by a service key (verify:keys, no quota)",
+        verify_service,
     ),
     "proxy": Scenario("proxy", f"GET {ROUTE_PREFIX} through the gateway to a bare upstream", proxy),
     "forward-auth": Scenario(

@@ -66,7 +66,7 @@ class QuotaCount:
     admitted: bool  # False: the request would have passed the limit and used nothing
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made on every request of a key with a quota (cheaper)
 class QuotaDecision:
     allowed: bool
     limit: int

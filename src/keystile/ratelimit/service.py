@@ -26,6 +26,8 @@ def crossed(limit: int, used: int, cost: int) -> list[int]:
     """The thresholds (percent of ``limit``) that a use of ``cost`` units
     ending at ``used`` reached: exactly one request reaches each, since
     counters add atomically."""
+    if used * 100 < limit * THRESHOLDS[0]:  # below the first mark: nothing (most requests)
+        return []
     reached = []
     for percent in THRESHOLDS:
         mark = -(-limit * percent // 100)  # ceil(limit * percent / 100), in integers
