@@ -41,8 +41,11 @@ check: $(DEV_STAMP)
 	$(BIN)/mypy $(CHECKED)
 
 ## The whole suite, the client's (clients/python/tests) included. Under CI=true a missing PostgreSQL or Redis fails it.
+## It runs in TEST_WORKERS pytest-xdist processes, a test file per worker at a time
+## (most e2e tests wait on the processes they start, so more workers than cores pay).
+TEST_WORKERS ?= 3
 test: check
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## Benchmarks (about 8 minutes, loopback only): bench/results/<date>.json and docs/benchmarks.md.
 ## Needs PostgreSQL and Redis running; installs wrk (Debian) and py-spy if missing.

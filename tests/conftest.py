@@ -46,6 +46,18 @@ for _name in [n for n in os.environ if n.startswith("KEYSTILE_") and n not in _S
     del os.environ[_name]
 
 
+# Files that run for minutes: under xdist (`make test`, a file per worker at a
+# time) they start first, so the suite does not end with one of them alone.
+LONGEST_FIRST = ("tests/e2e/test_schemathesis.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put :data:`LONGEST_FIRST` ahead, the rest in collection order (every
+    xdist worker sorts the same way, as it must)."""
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _capture_logs() -> Iterator[None]:
     """Record every line keystile (and uvicorn) logs; the test client's own
@@ -172,22 +184,6 @@ def require(present: bool, message: str) -> None:
     pytest.skip(message)
 
 
-def _check_validation_wording(session: pytest.Session) -> None:
-    worded = [
-        (request, phrase)
-        for request, body in LEDGER.validation_errors
-        for phrase in library_wording(body)
-    ]
-    if not worded:
-        return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("LIBRARY WORDING in 400 responses:", red=True)
-        for request, phrase in worded[:20]:
-            reporter.write_line(f"  {request}: {phrase}", red=True)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
 @pytest.fixture
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
@@ -210,29 +206,39 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     client.close()
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """No secret issued during the session may be in a log line or a file the
-    suite left behind (SQLite databases and their WAL files included); no 400
-    the suite received may speak in a validation library's words."""
-    _check_validation_wording(session)
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_leaked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session (of each xdist worker): no secret issued
+    during it may be in a log line or a file the suite left behind (SQLite
+    databases and their WAL files included), and no 400 it received may speak
+    in a validation library's words. A finding fails the session as an error
+    in the teardown of its last test, which xdist reports like any other."""
+    yield
+    problems = [f"library wording in a 400: {request}: {phrase}" for request, phrase in _worded()]
+    problems += [
+        f"secret leak: an issued secret is at rest in {where}" for where in _leaks(tmp_path_factory)
+    ]
+    if problems:
+        pytest.fail("\n".join(problems[:40]), pytrace=False)
+
+
+def _worded() -> list[tuple[str, str]]:
+    return [
+        (request, phrase)
+        for request, body in LEDGER.validation_errors
+        for phrase in library_wording(body)
+    ]
+
+
+def _leaks(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     if not LEDGER.secrets:
-        return
-    leaks: list[str] = []
-    for line in LEDGER.log_lines:
-        if LEDGER.leaks_in(line.encode()):
-            leaks.append(f"log line: {line[:200]}")
-    for where, blob in LEDGER.captured:
-        if LEDGER.leaks_in(blob):
-            leaks.append(where)
-    basetemp = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-    for path in Path(basetemp).rglob("*"):
+        return []
+    leaks = [
+        f"log line: {line[:200]}" for line in LEDGER.log_lines if LEDGER.leaks_in(line.encode())
+    ]
+    leaks += [where for where, blob in LEDGER.captured if LEDGER.leaks_in(blob)]
+    for path in tmp_path_factory.getbasetemp().rglob("*"):
         is_small_file = path.is_file() and path.stat().st_size < 256 * 1024 * 1024
         if is_small_file and LEDGER.leaks_in(path.read_bytes()):
             leaks.append(f"file: {path}")
-    if leaks:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line("SECRET LEAK: issued secrets found at rest:", red=True)
-            for leak in leaks[:20]:
-                reporter.write_line(f"  {leak}", red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return leaks

@@ -202,9 +202,10 @@ class Test401:
             "Basic dXNlcjpwYXNz",
             "Token wbk_live_xxx",
             "Bearer not-a-key",
-            "Bearer " + tokens.generate("wbk")[:-1] + "0",
-            "Bearer " + tokens.generate("wbk"),  # well-formed but never issued
-            "Bearer " + tokens.generate("abc"),  # another deployment's prefix
+            # Random values get fixed ids: every xdist worker must collect the same names.
+            pytest.param("Bearer " + tokens.generate("wbk")[:-1] + "0", id="bad-checksum"),
+            pytest.param("Bearer " + tokens.generate("wbk"), id="never-issued"),
+            pytest.param("Bearer " + tokens.generate("abc"), id="another-prefix"),
         ],
     )
     async def test_bad_credentials_get_the_same_401(

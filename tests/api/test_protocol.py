@@ -3,14 +3,19 @@ operations endpoints (contract §3, §8)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import Message
 
+from keystile.api.app import create_app
 from keystile.api.pipeline import Pipeline
 from keystile.storage.base import StorageUnavailable
-from tests.support import LEDGER, Tenant, assert_error, assert_own_headers
+from tests.conftest import settings_for
+from tests.support import LEDGER, Tenant, assert_error, assert_own_headers, make_tenant
 
 pytestmark = pytest.mark.anyio
 
@@ -206,3 +211,79 @@ class TestAccessLog:
         raw = LEDGER.log_lines[before:]
         assert raw and not any(tenant.secret in line for line in raw)
         assert any("[redacted]" in line for line in raw)
+
+
+class TestBodyDeadline:
+    """A body that stops arriving ends in a 400 after
+    ``KEYSTILE_BODY_TIMEOUT_SECONDS`` on every endpoint that reads one (the
+    handler is never held); a body that arrives in pieces in time is served."""
+
+    BOUND = 30.0  # seconds: "does not hang", never a performance claim
+
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [("POST", "/v1/api-keys"), ("POST", "/v1/keys/verify"), ("PATCH", "/v1/api-keys/{key}")],
+    )
+    async def test_a_stalled_body_is_a_400(
+        self, database_url: str, data_dir: Path, method: str, path: str
+    ) -> None:
+        application = create_app(settings_for(database_url, data_dir, body_timeout_seconds=0.2))
+        async with application.lifespan():
+            tenant = await make_tenant(application)
+            path = path.format(key=tenant.key_id)
+            status, body = await self._call(application, tenant, method, path, stall=True)
+        assert status == 400
+        error = json.loads(body)["error"]
+        assert error["code"] == "validation_error"
+        assert error["details"] == [{"field": "body", "message": "arrived too slowly"}]
+
+    async def test_a_body_in_pieces_within_the_deadline_is_served(
+        self, database_url: str, data_dir: Path
+    ) -> None:
+        application = create_app(settings_for(database_url, data_dir, body_timeout_seconds=5))
+        async with application.lifespan():
+            tenant = await make_tenant(application)
+            status, body = await self._call(
+                application, tenant, "POST", "/v1/keys/verify", stall=False
+            )
+        assert status == 200, body
+        assert json.loads(body)["data"]["code"] == "VALID"
+
+    async def _call(
+        self, application: Pipeline, tenant: Tenant, method: str, path: str, *, stall: bool
+    ) -> tuple[int, bytes]:
+        """One request straight through ASGI: the first half of a JSON body,
+        then (``stall``) nothing more, or the rest 50 ms later."""
+        document = json.dumps({"key": tenant.secret}).encode()
+        pieces = [document[: len(document) // 2], document[len(document) // 2 :]]
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000),
+            "server": ("keystile.test", 80),
+            "headers": [
+                (b"host", b"keystile.test"), (b"content-type", b"application/json"),
+                (b"authorization", f"Bearer {tenant.secret}".encode()),
+            ],
+        }  # fmt: skip
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            if not pieces:
+                await asyncio.Event().wait()  # the client never sends the rest
+            if len(pieces) == 1:
+                if stall:
+                    await asyncio.Event().wait()
+                await asyncio.sleep(0.05)
+            return {"type": "http.request", "body": pieces.pop(0), "more_body": bool(pieces)}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        try:
+            async with asyncio.timeout(self.BOUND):
+                await application(scope, receive, send)
+        except TimeoutError:
+            pytest.fail("the handler waited for the body past its deadline")
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        return start["status"], b"".join(m.get("body", b"") for m in sent[1:])

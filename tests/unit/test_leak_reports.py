@@ -47,6 +47,20 @@ class TestSignature:
             (PARTNER.identifier, "A" * 10_000),
             (PARTNER.identifier, "é" * 10),
         ],
+        # Signatures are random per process: fixed ids let xdist workers agree.
+        ids=[
+            "no-identifier",
+            "no-signature",
+            "unknown-identifier",
+            "another-body",
+            "another-key",
+            "not-base64",
+            "truncated",
+            "altered",
+            "empty",
+            "huge",
+            "non-ascii",
+        ],
     )
     def test_anything_else_is_invalid_signature(
         self, identifier: str | None, signature: str | None

@@ -10,7 +10,6 @@ surrogates and NUL characters (400).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from keystile.errors import (
     ValidationFailed,
 )
 from keystile.http.context import context_of
+from keystile.http.deadlines import within
 
 MAX_BODY = 64 * 1024
 M = TypeVar("M", bound=BaseModel)
@@ -75,7 +75,7 @@ async def _read_body(scope: Scope, receive: Receive, limit: int, seconds: float)
         if too_big:
             raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
     try:
-        async with asyncio.timeout(seconds):
+        with within(seconds):  # not asyncio.timeout: see keystile.http.deadlines
             return await _receive_all(receive, limit)
     except TimeoutError:
         raise ValidationFailed(
