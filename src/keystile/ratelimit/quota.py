@@ -18,7 +18,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from keystile.keys.models import Quota, QuotaPeriod
 
@@ -60,8 +60,11 @@ def _period_of(period: QuotaPeriod, now: float) -> Period:
     return Period(int(first.timestamp()), int(following.timestamp()))
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaCount:
+class QuotaCount(NamedTuple):
+    """One counter's answer (a tuple: made on every request of a key with a
+    quota, and a tuple is built in C, three times faster than a frozen
+    dataclass)."""
+
     used: int  # units used in the period after this request (or as it stands)
     admitted: bool  # False: the request would have passed the limit and used nothing
 
@@ -76,13 +79,11 @@ class QuotaDecision:
 
     @classmethod
     def of(cls, quota: Quota, period: Period, counted: QuotaCount, now: float) -> QuotaDecision:
-        return cls(
-            allowed=counted.admitted,
-            limit=quota.limit,
-            remaining=max(0, quota.limit - counted.used),
-            reset=period.end,
-            retry_after=max(1, math.ceil(period.end - now)),
-        )
+        used, admitted = counted
+        limit, end = quota.limit, period.end
+        remaining = limit - used if used < limit else 0
+        wait = math.ceil(end - now)
+        return cls(admitted, limit, remaining, end, wait if wait > 1 else 1)
 
     @classmethod
     def peek(cls, read: QuotaDecision) -> QuotaDecision:
