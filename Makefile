@@ -41,11 +41,12 @@ check: $(DEV_STAMP)
 	$(BIN)/mypy $(CHECKED)
 
 ## The whole suite, the client's (clients/python/tests) included. Under CI=true a missing PostgreSQL or Redis fails it.
-## It runs in TEST_WORKERS pytest-xdist processes, a test file per worker at a time
-## (most e2e tests wait on the processes they start, so more workers than cores pay).
-TEST_WORKERS ?= 3
+## It runs in TEST_WORKERS pytest-xdist processes, a test file per worker at a time, the
+## longest files first (tests/conftest.py); most e2e tests wait on the processes they
+## start, so more workers than cores pay.
+TEST_WORKERS ?= 4
 test: check
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## Benchmarks (about 8 minutes, loopback only): bench/results/<date>.json and docs/benchmarks.md.
 ## Needs PostgreSQL and Redis running; installs wrk (Debian) and py-spy if missing.

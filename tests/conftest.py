@@ -46,9 +46,22 @@ for _name in [n for n in os.environ if n.startswith("KEYSTILE_") and n not in _S
     del os.environ[_name]
 
 
-# Files that run for minutes: under xdist (`make test`, a file per worker at a
-# time) they start first, so the suite does not end with one of them alone.
-LONGEST_FIRST = ("tests/e2e/test_schemathesis.py",)
+# The longest files, longest first: under xdist (`make test`: a file per
+# worker at a time, in this order, --no-loadscope-reorder) they start first,
+# so the suite does not end with one of them running alone.
+LONGEST_FIRST = (
+    "tests/e2e/test_schemathesis.py",
+    "tests/e2e/test_webhooks.py",
+    "tests/e2e/test_idempotency_crashes.py",
+    "tests/e2e/test_cli.py",
+    "tests/e2e/test_rate_limits_redis.py",
+    "tests/e2e/test_packaging.py",
+    "tests/e2e/test_lifecycle_scaled_out.py",
+    "tests/e2e/test_scaled_out.py",
+    "tests/e2e/test_hung_worker.py",
+    "tests/e2e/test_console_browser.py",
+    "tests/e2e/test_front_end.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
