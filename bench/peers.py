@@ -24,21 +24,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import ROOT, base_env, free_port, process
-
+ROOT = Path(__file__).resolve().parents[1]
 APPS = Path(__file__).resolve().parent / "peer_apps"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "keystile-bench"
 
 
 @dataclass(frozen=True)
 class Peer:
-    """A peer: its pinned requirements, and the constraints file they are
-    installed with (keystile's, where the peer shares its libraries, so that
-    the front end is the same build)."""
+    """A peer: its title, what it does per request (both for
+    docs/benchmarks.md), its pinned requirements, and the constraints file
+    they are installed with (keystile's, where the peer shares its
+    libraries, so that the front end is the same build)."""
 
     name: str
+    title: str
+    per_request: str
     requirements: tuple[str, ...]
     constraints: Path | None = None
+
+    @property
+    def config(self) -> str:
+        """The peer's configuration in the results (row (i))."""
+        return f"i. peer: {self.title}"
 
 
 PEERS = {
@@ -46,6 +53,13 @@ PEERS = {
     for peer in (
         Peer(
             "drf-api-key",
+            "djangorestframework-api-key, gunicorn",
+            "gunicorn's sync worker reads one request per connection (it closes "
+            "every connection after its response: no keep-alive), Django routes it, "
+            "and DRF's `HasAPIKey` looks the key up by its prefix in SQLite (Django "
+            "opens and closes the database connection per request by default), "
+            "compares its SHA-512 in constant time and checks expiry and revocation; "
+            "no rate limit, no usage count, no access log.",
             (
                 "Django==5.2.19",
                 "djangorestframework==3.18.3",
@@ -55,6 +69,11 @@ PEERS = {
         ),
         Peer(
             "fastapi-dict",
+            "FastAPI + dict key check, uvicorn",
+            "uvicorn (uvloop, httptools, as keystile) parses the request, FastAPI "
+            "resolves an `HTTPBearer` dependency that looks the SHA-256 of the token "
+            "up in a dict in memory, and the endpoint answers JSON; no revocation "
+            "shared between workers, no rate limit, no usage count, no access log.",
             ("fastapi==0.165.0", "uvicorn==0.54.0", "uvloop==0.23.0", "httptools==0.9.0"),
             ROOT / "constraints.txt",
         ),
@@ -94,6 +113,8 @@ def serving(name: str, work: Path, cache: Path = CACHE) -> Iterator[tuple[str, s
     """Peer ``name`` serving on a free loopback port with one worker process,
     its state and log in ``work``; yields its URL and the header a client
     sends (``Name: value``). Stopped on exit."""
+    from bench.run import base_env, free_port, process  # (it imports this module)
+
     peer = PEERS[name]
     bin_dir = venv(peer, cache)
     work.mkdir(parents=True, exist_ok=True)
