@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 APPS = Path(__file__).resolve().parent / "peer_apps"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "keystile-bench"
@@ -137,6 +139,11 @@ def serving(name: str, work: Path, cache: Path = CACHE) -> Iterator[tuple[str, s
                    "--log-level", "warning", "--no-access-log"]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with process(command, env, f"{url}/v1/contacts", work / f"{name}.log", cwd=APPS):
+        # A peer refusing its own key would be measured answering errors.
+        field, _, value = header.partition(": ")
+        answer = httpx.get(f"{url}/v1/contacts", headers={field: value})
+        if answer.status_code != 200 or answer.json() != {"contacts": []}:
+            raise RuntimeError(f"{name} answered {answer.status_code} {answer.text[:200]}")
         yield url, header
 
 

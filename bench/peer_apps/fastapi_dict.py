@@ -6,8 +6,8 @@ unknown key is a 401.
 ``uvicorn --factory fastapi_dict:create_app`` serves it.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI resolves the dependency
+# annotations at run time, and `api_key` is local to create_app.
 import hashlib
 import os
 from typing import Annotated
