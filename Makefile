@@ -48,8 +48,9 @@ TEST_WORKERS ?= 4
 test: check
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-## Benchmarks (about 8 minutes, loopback only): bench/results/<date>.json and docs/benchmarks.md.
-## Needs PostgreSQL and Redis running; installs wrk (Debian) and py-spy if missing.
+## Benchmarks (about 13 minutes, loopback only): bench/results/<date>.json and docs/benchmarks.md.
+## Needs PostgreSQL and Redis running; installs wrk (Debian) and py-spy if missing, and the
+## peers it is compared with (bench/peers.py) from PyPI into ~/.cache/keystile-bench/peers-*.
 bench: install
 	$(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.run

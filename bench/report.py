@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.peers import PEERS
+
 COMPARING = "## Comparing two builds or two configurations"
 
 TARGETS_NOTE = """\
@@ -212,6 +214,69 @@ def _forward_auth(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+# keystile's configurations set against each peer: (column, config).
+KEYSTILE_BESIDE_PEERS = (
+    ("gateway", "b. proxy, memory limiter"),
+    ("verify", "b. verify, memory limiter"),
+    ("FastAPI + KeystileMiddleware", "h. FastAPI app + KeystileMiddleware"),
+)
+
+
+def peer_ratios(
+    runs: list[dict[str, Any]], peer_config: str, connections: int
+) -> dict[str, float] | None:
+    """keystile's throughput over ``peer_config``'s, for each configuration of
+    :data:`KEYSTILE_BESIDE_PEERS` measured (1 worker, ``connections``); None
+    when the peer was not measured."""
+    rps = {r["config"]: float(r["rps"]) for r in runs
+           if r["workers"] == 1 and r["connections"] == connections}  # fmt: skip
+    peer = rps.get(peer_config)
+    if not peer:
+        return None
+    return {column: rps[config] / peer for column, config in KEYSTILE_BESIDE_PEERS if config in rps}
+
+
+def _peers(results: dict[str, Any]) -> list[str]:
+    """(i) the peers a user would pick instead, against keystile in the same
+    run (issue #19): their throughput and p99, and keystile's ratio to each."""
+    runs = {(r["config"], r["workers"], r["connections"]): r for r in results["runs"]}
+    columns = [column for column, _ in KEYSTILE_BESIDE_PEERS]
+    lines = [
+        "## (i) Against the peers",
+        "",
+        "What a user would run instead of keystile, installed from PyPI (pinned, "
+        "`bench/peers.py`) in their own venvs and measured in the same run, one worker "
+        "process each, `GET /v1/contacts` with a valid key. keystile/peer is keystile's "
+        "throughput over the peer's: above 1, keystile answers more requests per second.",
+        "",
+    ]
+    for peer in PEERS.values():
+        lines += [f"- **{peer.title}**: {peer.per_request}"]
+    lines += [
+        "- keystile's gateway authenticates the key (cache, revocation counter, rate limit), "
+        "forwards the request to the bare app over HTTP and relays its response; verify "
+        "checks two keys (the caller's and the one verified) and answers JSON; both write "
+        "an access line and count usage.",
+        "",
+        "| peer | connections | peer: rps, p99 ms | "
+        + " | ".join(f"{column} / peer" for column in columns)
+        + " |",
+        "|---|---:|---:|" + "---:|" * len(columns),
+    ]
+    for peer in PEERS.values():
+        for connections in (16, 64):
+            run = runs.get((peer.config, 1, connections))
+            ratios = peer_ratios(results["runs"], peer.config, connections)
+            if run is None or ratios is None:
+                continue
+            cells = [f"{ratios[column]:.2f}" if column in ratios else "" for column in columns]
+            lines.append(
+                f"| {peer.title} | {connections} | "
+                f"{run['rps']:,.0f}, {run['p99_ms']:.2f} | " + " | ".join(cells) + " |"
+            )
+    return [*lines, ""]
+
+
 def _kept(path: Path) -> str:
     """What ``make bench`` does not write but must keep: the part of the
     file from the ``COMPARING`` heading on (how to compare builds, and every
@@ -254,10 +319,12 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "of the bare app, alone and with the shipped forward-auth example asking keystile "
         "(memory limiter) on every request; nginx runs as many worker processes as keystile; "
         "(h) a FastAPI app with one endpoint, alone and behind `keystile_client`'s "
-        "`KeystileMiddleware` (one key: cache hits, verified with keystile once per 5 s TTL).",
+        "`KeystileMiddleware` (one key: cache hits, verified with keystile once per 5 s TTL); "
+        "(i) the peers a user would pick instead, one worker each (section (i) below).",
         "",
         *_targets(results),
         *_forward_auth(results),
+        *_peers(results),
         "## Results",
         "",
         *_table(results["runs"], 1),

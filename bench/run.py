@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from bench.peers import PEERS, serving
 from bench.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -445,6 +446,15 @@ def main() -> None:
                             work / f"fastapi-{name}.log",
                         )
                     )
+                # The peers a user would pick instead (issue #19), one worker each:
+                # their own venvs, their own key headers.
+                peer_plan: list[tuple[str, str, Path | None, str | None]] = []
+                if workers == 1:
+                    for name, peer in PEERS.items():
+                        peer_url, key_header = servers.enter_context(
+                            serving(name, work / f"peer-{name}")
+                        )
+                        peer_plan.append((peer.config, f"{peer_url}/v1/contacts", None, key_header))
                 verify_sqlite = lua_post(
                     work / "verify-sqlite.lua", json.dumps({"key": keys["sqlite"]}), keys["sqlite"]
                 )
@@ -540,6 +550,7 @@ def main() -> None:
                         None,
                         sqlite_auth,
                     ),
+                    *peer_plan,
                 ]
                 for _, url, script, header in plan:  # warm up every server and path
                     wrk(url, 16, 1, script, header)
