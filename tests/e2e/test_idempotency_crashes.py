@@ -16,6 +16,7 @@ import pytest
 from keystile.faults import CRASHES
 from tests.support import (
     LEDGER,
+    STARTUP_BOUND,
     VENV_BIN,
     cli_admin,
     free_port,
@@ -37,7 +38,7 @@ def crash_once(env: dict[str, str], port: int, headers: dict[str, str]) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STARTUP_BOUND
         while True:
             try:
                 httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)

@@ -27,7 +27,16 @@ import uvloop
 
 from keystile.gateway.client import Upstream, UpstreamClient, UpstreamError, UpstreamTimeout
 from tests.e2e.misbehaving_upstream import STALE, VARIANTS, Close, Variant
-from tests.support import LEDGER, ServerURL, cli_admin, free_port, keystile_env, run_cli, serving
+from tests.support import (
+    LEDGER,
+    STARTUP_BOUND,
+    ServerURL,
+    cli_admin,
+    free_port,
+    keystile_env,
+    run_cli,
+    serving,
+)
 
 REPO = Path(__file__).parents[2]
 T = TypeVar("T")
@@ -45,7 +54,7 @@ def misbehaving() -> Iterator[Upstream]:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.e2e.misbehaving_upstream", str(port)], cwd=REPO
     )
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + STARTUP_BOUND
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -76,7 +85,7 @@ async def follow_up(client: UpstreamClient, upstream: Upstream, tag: str) -> dic
 
 
 async def until_no_idle_connection(client: UpstreamClient, upstream: Upstream) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while client.idle(upstream):
         assert time.monotonic() < deadline, "the pooled connection was kept after late bytes"
         await asyncio.sleep(0.01)

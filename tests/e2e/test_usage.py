@@ -137,7 +137,7 @@ def test_two_instances_on_postgresql_add_up_exactly(
     expected = {**dict.fromkeys(OUTCOMES, 0), **sent}
     assert sum(sent.values()) == 480
     # Written by the periodic flushes of four workers, each adding its part.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while (seen := totals(b, admin, key_id)) != expected and time.monotonic() < deadline:
         time.sleep(0.2)
     assert seen == expected
