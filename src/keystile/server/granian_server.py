@@ -69,6 +69,9 @@ def serve(settings: Settings) -> None:
     from granian.log import LogLevels
     from granian.server import Server
 
+    # Workers start as fresh interpreters, as uvicorn's do, not as forks of
+    # this process (which has run the migrations, its engine included).
+    multiprocessing.set_start_method("spawn", force=True)
     server = Server(
         WORKER_FACTORY,
         address=settings.host,
