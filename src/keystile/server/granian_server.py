@@ -51,6 +51,7 @@ from typing import Any
 from keystile.api.app import create_app
 from keystile.api.observability import configure_logging, uvicorn_log_config
 from keystile.api.pipeline import Pipeline
+from keystile.server.supervisor import affordable_connections
 from keystile.server.watchdog import LoopWatchdog
 from keystile.settings import Settings
 
@@ -83,7 +84,8 @@ def serve(settings: Settings) -> None:
         websockets=False,
         factory=True,
         http1_settings=http1_settings(settings),
-        backpressure=settings.http_max_connections,
+        # The open-file limit raised as on uvicorn (it caps nothing here).
+        backpressure=affordable_connections(settings.http_max_connections),
         log_level=LogLevels(settings.log_level),
         log_dictconfig=granian_log_config(settings.log_level),
         log_access=False,  # keystile writes its own access log
