@@ -24,9 +24,10 @@ keystile's front-end limits, on granian (:func:`http1_settings`):
 - ``KEYSTILE_HTTP_KEEPALIVE_TIMEOUT_SECONDS``: granian has none (only
   keep-alive on or off): an idle connection stays open until the client
   closes it;
-- ``KEYSTILE_HTTP_MAX_CONNECTIONS``: granian has none; ``backpressure``
-  bounds the requests in progress per worker (set to the cap), not the
-  connections, so idle connections are not closed to make room.
+- ``KEYSTILE_HTTP_MAX_CONNECTIONS``: ``backpressure`` (set to the cap)
+  bounds what a worker serves at once, but idle connections are never closed
+  to make room: past it new connections wait (1,100 idle sockets leave
+  ``/healthz`` unanswered).
 
 Responses that granian writes itself (a malformed request, an oversized
 head) are hyper's, without keystile's §3 envelope or request id, and are not
