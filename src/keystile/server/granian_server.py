@@ -21,9 +21,9 @@ keystile's front-end limits, on granian (:func:`http1_settings`):
   which bounds the head (hyper refuses a larger head with its own ``431``
   with an empty body, not keystile's §3 envelope);
 - ``KEYSTILE_HTTP_MAX_HEADERS``: not settable; hyper's own limit (100) applies;
-- ``KEYSTILE_HTTP_KEEPALIVE_TIMEOUT_SECONDS``: granian has none (only
-  keep-alive on or off): an idle connection stays open until the client
-  closes it;
+- ``KEYSTILE_HTTP_KEEPALIVE_TIMEOUT_SECONDS``: not settable (keep-alive is
+  on or off); an idle connection is still closed, seemingly by the header
+  timeout timing the wait for the next request;
 - ``KEYSTILE_HTTP_MAX_CONNECTIONS``: ``backpressure`` (set to the cap)
   bounds what a worker serves at once, but idle connections are never closed
   to make room: past it new connections wait (1,100 idle sockets leave
