@@ -41,7 +41,7 @@ from tests.support import (
 )
 
 # Knobs of the suite itself, not settings of keystile's.
-_SUITE_KNOBS = frozenset({"KEYSTILE_FUZZ_EXAMPLES"})
+_SUITE_KNOBS = frozenset({"KEYSTILE_FUZZ_EXAMPLES", "KEYSTILE_TEST_SERVER"})
 for _name in [n for n in os.environ if n.startswith("KEYSTILE_") and n not in _SUITE_KNOBS]:
     del os.environ[_name]
 

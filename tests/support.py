@@ -202,6 +202,9 @@ def free_port() -> int:
 def keystile_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
     env["KEYSTILE_DATA_DIR"] = str(data_dir)
+    # KEYSTILE_TEST_SERVER=granian runs every served test on that front end.
+    if os.environ.get("KEYSTILE_TEST_SERVER"):
+        env["KEYSTILE_SERVER"] = os.environ["KEYSTILE_TEST_SERVER"]
     env.update(extra)
     return env
 

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
+    server: Literal["uvicorn", "granian"] = Field(
+        "uvicorn", description="The HTTP front end of ``keystile serve``."
+    )
     body_timeout_seconds: float = Field(
         10.0,
         gt=0,

@@ -62,3 +62,22 @@ def test_on_sqlite_the_stall_timeout_exceeds_the_database_timeout() -> None:
         database_url="postgresql://u@127.0.0.1/db", loop_stall_seconds=2, database_timeout_seconds=5
     )
     assert on_postgres.loop_stall_seconds == 2
+
+
+def test_the_server_is_uvicorn_unless_granian_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().server == "uvicorn"
+    monkeypatch.setenv("KEYSTILE_SERVER", "granian")
+    assert Settings().server == "granian"
+    monkeypatch.setenv("KEYSTILE_SERVER", "hypercorn")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_granian_gets_the_header_timeout_and_the_head_size() -> None:
+    from keystile.server.granian_server import http1_settings
+
+    settings = http1_settings(Settings(http_header_timeout_seconds=2.5, http_max_head_bytes=65_536))
+    assert (settings.header_read_timeout, settings.max_buffer_size) == (2500, 65_536)
+    assert settings.keep_alive

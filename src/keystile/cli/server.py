@@ -22,7 +22,7 @@ def serve(
     """Start the HTTP service (migrating the database first)."""
     from keystile.api.app import check
     from keystile.api.observability import configure_logging
-    from keystile.server.supervisor import serve as run_server
+    from keystile.server import granian_server, supervisor
     from keystile.storage.sql import migrate
 
     # Flags override the environment; worker processes read the environment.
@@ -33,7 +33,10 @@ def serve(
     configure_logging(settings.log_level)
     check(settings)
     migrate.upgrade(settings.database)
-    run_server(settings)
+    if settings.server == "granian":
+        granian_server.serve(settings)
+    else:
+        supervisor.serve(settings)
 
 
 def migrate_command() -> None:

@@ -71,8 +71,15 @@ class LoopWatchdog:
     def _watch(self) -> None:
         checked = time.monotonic()
         while not self._stop.wait(self._interval):
-            if self._loop.is_closed() or not self._loop.is_running():
+            if self._loop.is_closed():
                 return  # the worker is finishing: nothing more to watch
+            if not self._loop.is_running():
+                # Between two runs of the loop (granian runs it once for the
+                # lifespan start-up, once to serve, once for the shutdown):
+                # nothing to watch now, no evidence against it later.
+                self._last_beat = time.monotonic()
+                checked = self._last_beat
+                continue
             if self._supervisor is not None and os.getppid() != self._supervisor:
                 log.error("the supervisor is gone; stopping this worker")
                 os.kill(os.getpid(), signal.SIGTERM)
