@@ -49,11 +49,10 @@ import math
 import multiprocessing
 from typing import Any
 
-from keystile.api.app import create_app
-from keystile.api.observability import configure_logging, uvicorn_log_config
+from keystile.api.observability import uvicorn_log_config
 from keystile.api.pipeline import Pipeline
+from keystile.server import worker
 from keystile.server.supervisor import affordable_connections
-from keystile.server.watchdog import LoopWatchdog
 from keystile.settings import Settings
 
 log = logging.getLogger("keystile.server")
@@ -123,13 +122,4 @@ def granian_log_config(level: str) -> dict[str, Any]:
 def factory() -> Pipeline:
     """granian's application factory, called in each worker before its event
     loop runs: the application, and the watchdog over that loop."""
-    settings = Settings()
-    configure_logging(settings.log_level)
-    app = create_app(settings)
-    supervisor = multiprocessing.parent_process()
-    LoopWatchdog(
-        asyncio.get_event_loop(),
-        settings.loop_stall_seconds,
-        supervisor=supervisor.pid if supervisor is not None else None,
-    ).start()
-    return app
+    return worker.application(asyncio.get_event_loop())
