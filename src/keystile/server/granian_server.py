@@ -52,16 +52,12 @@ from typing import Any
 from keystile.api.observability import uvicorn_log_config
 from keystile.api.pipeline import Pipeline
 from keystile.server import worker
-from keystile.server.supervisor import affordable_connections
+from keystile.server.supervisor import STOP_GRACE_SECONDS, affordable_connections
 from keystile.settings import Settings
 
 log = logging.getLogger("keystile.server")
 
 WORKER_FACTORY = "keystile.server.granian_server:factory"
-
-STOP_GRACE_SECONDS = 10.0
-"""After the shutdown timeout, how long a worker may take to run the
-application's shutdown before it is killed."""
 
 
 def serve(settings: Settings) -> None:
