@@ -52,6 +52,7 @@ from keystile import errors
 from keystile.api.errors import error_body, error_headers, status_of
 from keystile.api.pipeline import SECURITY_HEADERS, request_id_for
 from keystile.http.context import SCOPE_KEY, RequestContext
+from keystile.server.output import CoalescedOutput
 
 if TYPE_CHECKING:
     from keystile.settings import Settings
@@ -128,12 +129,14 @@ class KeystileHttpProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None  # head timeout, or end of lingering
         self._discarding = False  # input is dropped: the connection is ending
         self._pending: tuple[errors.KeystileError, str] | None = None  # after earlier answers
+        self._output: CoalescedOutput | None = None  # what the request cycles write to
 
     # -- connections --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         room = len(self.connections) < self._limits.max_connections or self._make_room()
         super().connection_made(transport)
+        self._output = CoalescedOutput(transport, self.loop)
         if not room:
             self.connections.discard(self)
             log.warning(
@@ -291,6 +294,9 @@ class KeystileHttpProtocol(HttpToolsProtocol):
             self._deadline.cancel()
             self._deadline = None
         HttpToolsProtocol.on_headers_complete(self)
+        if self.cycle is not None:
+            # A response's head and body leave in one send (keystile.server.output).
+            self.cycle.transport = self._output  # type: ignore[assignment]
 
     # -- answers written by the front end -----------------------------------
 
@@ -298,6 +304,8 @@ class KeystileHttpProtocol(HttpToolsProtocol):
         self._reject(errors.ValidationFailed("The request is not valid HTTP/1.1."))
 
     def on_response_complete(self) -> None:
+        if self._output is not None:
+            self._output.flush()
         HttpToolsProtocol.on_response_complete(self)
         if (
             self._pending is not None
@@ -333,6 +341,8 @@ class KeystileHttpProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
             if cycle.response_started:
+                if self._output is not None:
+                    self._output.flush()
                 self.transport.close()  # half an answer is out: nothing else can follow
                 return
             context = cycle.scope.get(SCOPE_KEY)
