@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 
 from keystile.api.app import create_app
@@ -33,4 +34,24 @@ def application(loop: asyncio.AbstractEventLoop) -> Pipeline:
         settings.loop_stall_seconds,
         supervisor=supervisor.pid if supervisor is not None else None,
     ).start()
+    tune_garbage_collection()
     return app
+
+
+GC_THRESHOLDS = (20_000, 50, 100)
+"""The collector's thresholds in a worker (CPython's defaults: 700, 10, 10)."""
+
+
+def tune_garbage_collection() -> None:
+    """Collect less often in a serving worker: what start-up made (modules,
+    the application, its settings) is moved out of the collector's sight
+    (``gc.freeze``), and a young-generation collection runs every 20,000
+    net allocations instead of 700. A request allocates a few hundred
+    short-lived objects, nearly all freed by reference counting, so the
+    default thresholds ran a collection every couple of requests for
+    nothing: +8 % on ``POST /v1/keys/verify`` (docs/benchmarks.md, issue
+    19). Memory is bounded by the memory benchmark (1,000,000
+    verifications, ``make bench``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
