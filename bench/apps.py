@@ -25,6 +25,15 @@ async def bare(scope: Scope, receive: Receive, send: Send) -> None:
     await send(_BODY)
 
 
+_RSGI_HEADERS = [("content-type", "text/plain")]
+
+
+async def bare_rsgi(scope: Any, protocol: Any) -> None:
+    """:func:`bare` on granian's RSGI interface (granian answers with the
+    length itself): what granian alone costs, without the ASGI messages."""
+    protocol.response_bytes(200, _RSGI_HEADERS, b"ok")
+
+
 _SHAPED_START = {
     "type": "http.response.start",
     "status": 200,

@@ -463,6 +463,14 @@ def main() -> None:
                 )
                 sqlite_auth = f"Authorization: Bearer {keys['sqlite']}"
                 pg_auth = f"Authorization: Bearer {keys['pg']}"
+                # keystile and the bare app on granian (issue #19, item 1).
+                from bench.front_ends import granian_rows  # (it imports this module)
+
+                front_end_plan = (
+                    granian_rows(servers, work, env_mem, base_env(), verify_sqlite, sqlite_auth)
+                    if workers == 1
+                    else []
+                )
                 plan: list[tuple[str, str, Path | None, str | None]] = [
                     ("a. bare ASGI", f"http://127.0.0.1:{bare_port}/", None, None),
                     (
@@ -551,6 +559,7 @@ def main() -> None:
                         sqlite_auth,
                     ),
                     *peer_plan,
+                    *front_end_plan,
                 ]
                 for _, url, script, header in plan:  # warm up every server and path
                     wrk(url, 16, 1, script, header)
