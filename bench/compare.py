@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import run
-from bench.machine import CpuWatch
+from bench.machine import CpuWatch, tree_cpu_seconds
 from bench.report import COMPARING
 from bench.scenarios import PERMISSIONS, SCENARIOS, Bench, Scenario, Server, Target, routes_toml
 from bench.variants import Variant, VariantError, bin_dir, describe, parse_variants
@@ -105,8 +105,8 @@ def _serve(
     port = run.free_port()
     command = [str(keystile), "serve", "--workers", str(options.workers), "--port", str(port)]
     health = f"http://127.0.0.1:{port}/healthz"
-    stack.enter_context(run.process(command, env, health, home / "serve.log", cwd=home))
-    return Server(variant.name, port, key, bin_path, env, home, service_key)
+    served = stack.enter_context(run.process(command, env, health, home / "serve.log", cwd=home))
+    return Server(variant.name, port, key, bin_path, env, home, service_key, served.pid)
 
 
 # -- measuring -------------------------------------------------------------------------------
@@ -117,8 +117,11 @@ def _measure(
     targets: dict[str, Target],
     options: argparse.Namespace,
     logs: dict[str, Path],
+    pids: dict[str, int],
 ) -> dict[str, Any]:
-    """Warm up every target, then ``options.rounds`` interleaved rounds."""
+    """Warm up every target, then ``options.rounds`` interleaved rounds.
+    A target served by one of ``pids`` (by name) also gets its server's CPU
+    per request (µs): the supervisor's and workers' CPU over the requests."""
     for name, target in targets.items():
         warm = run.wrk(target.url, options.connections, 2, target.script, target.header)
         if warm["requests"] == 0 or warm["non_2xx"] or warm["errors"]:
@@ -139,9 +142,14 @@ def _measure(
             order = order[shift:] + order[:shift]
         for name in order:
             target = targets[name]
+            pid = pids.get(name)
+            cpu = tree_cpu_seconds(pid) if pid else 0.0
             runs[name] = run.wrk(
                 target.url, options.connections, options.seconds, target.script, target.header
             )
+            if pid and runs[name]["requests"]:
+                used = tree_cpu_seconds(pid) - cpu
+                runs[name]["cpu_us"] = round(used / runs[name]["requests"] * 1e6, 1)
         others = watch.others_cores()
         runs = {name: runs[name] for name in targets}
         rounds.append(
@@ -171,6 +179,7 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "ratio": 0.0,
             "ratio_min": round(min(paired), 3),
             "ratio_max": round(max(paired), 3),
+            "cpu_us": round(statistics.median(run_.get("cpu_us", 0.0) for run_ in runs), 1),
             "non_2xx": sum(run_["non_2xx"] for run_ in runs),
             "errors": sum(run_["errors"] for run_ in runs),
         }
@@ -237,7 +246,8 @@ def run_comparison(variants: list[Variant], options: argparse.Namespace) -> dict
                     targets = {s.variant: scenario.target(bench, s) for s in servers}
                 else:
                     targets = {REFERENCE: scenario.target(bench, None)}
-                results["scenarios"][name] = _measure(scenario, targets, options, logs)
+                pids = {s.variant: s.pid for s in servers}
+                results["scenarios"][name] = _measure(scenario, targets, options, logs, pids)
         finished = True
     finally:
         for cleanup in cleanups:
@@ -305,8 +315,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"#### {name}: {measured['description']}",
             "",
-            f"| variant | rps (median) | rps min-max | p50 ms | p99 ms | ratio to {first} | round ratios |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| variant | rps (median) | rps min-max | p50 ms | p99 ms | ratio to {first} | round ratios "
+            "| server CPU µs/request |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for number, (row, s) in enumerate(rows.items()):
             ratio, paired = (
@@ -316,9 +327,10 @@ def markdown(results: dict[str, Any]) -> str:
             )
             if row == REFERENCE:
                 ratio = ""
+            cpu = f"{s['cpu_us']:.1f}" if s.get("cpu_us") else ""
             lines.append(
                 f"| {row} | {s['rps']:,.0f} | {s['rps_min']:,.0f}-{s['rps_max']:,.0f} | "
-                f"{s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {ratio} | {paired} |"
+                f"{s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {ratio} | {paired} | {cpu} |"
             )
         loads = ", ".join(str(r["load_1m"]) for r in measured["rounds"])
         others = ", ".join(str(r["others_cores"]) for r in measured["rounds"])

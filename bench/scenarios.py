@@ -53,6 +53,7 @@ class Server:
     env: dict[str, str]
     work: Path
     service_key: str = ""
+    pid: int = 0  # the supervisor's: its tree's CPU is the server's
 
     @property
     def base(self) -> str:
