@@ -178,3 +178,47 @@ def wait_until(condition: object, seconds: float = 20) -> None:
             pass
         assert time.monotonic() < deadline, "did not recover"
         time.sleep(0.2)
+
+
+def test_the_cold_path_answers_503_in_time_and_recovers(tmp_path: Path, cluster: Cluster) -> None:
+    """The key cache off: every request looks its key up on the asyncpg
+    lookup pool (``storage.sql.lookups``), which must fail and recover as
+    the rest of the storage does."""
+    psql("CREATE DATABASE keystile", database="postgres", port=cluster.port)
+    env = keystile_env(
+        tmp_path / "unused",
+        KEYSTILE_DATABASE_URL=postgres_url("keystile", cluster.port),
+        KEYSTILE_SECRET_KEY=generate_key(),
+        KEYSTILE_DATABASE_TIMEOUT_SECONDS="2",
+        KEYSTILE_KEY_CACHE_SIZE="0",
+    )
+    _, key = cli_admin(env, "verify:keys")
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def verify(http: httpx.Client) -> httpx.Response:
+        return http.post("/v1/keys/verify", json={"key": key})
+
+    with (
+        serving(env, log=tmp_path / "server.log") as url,
+        httpx.Client(base_url=url, headers=auth, timeout=10) as http,
+    ):
+        assert verify(http).json()["data"]["code"] == "VALID"
+
+        cluster.stop()  # crashed
+        down = verify(http)
+        assert (down.status_code, down.json()["error"]["code"]) == (503, "service_unavailable")
+        cluster.start()
+        wait_until(lambda: verify(http).status_code == 200)
+
+        cluster.freeze(True)  # hung: accepts nothing, answers nothing
+        try:
+            started = time.monotonic()
+            frozen = verify(http)
+            assert frozen.status_code == 503
+            assert time.monotonic() - started < 4, "waited past the configured timeout"
+        finally:
+            cluster.freeze(False)
+        wait_until(lambda: verify(http).status_code == 200)
+        assert verify(http).json()["data"]["code"] == "VALID"
+    log = (tmp_path / "server.log").read_text()
+    assert '"status": 500' not in log, "a 500 was answered"

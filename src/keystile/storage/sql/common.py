@@ -11,6 +11,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql import Executable
 
+# SQLSTATE classes that mean "the server cannot serve now", not "your query is
+# wrong": connection exceptions, insufficient resources (too many
+# connections), operator intervention (shutting down, starting up, crashed).
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+
 
 class Connection(Protocol):
     @property

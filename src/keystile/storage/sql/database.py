@@ -9,7 +9,8 @@ idempotency layer keeps one open around a handler) never makes another
 coroutine of this process block inside SQLite. Other processes on the same
 file wait at most ``busy_timeout``.
 
-PostgreSQL runs through SQLAlchemy's asyncio engine on asyncpg.
+PostgreSQL runs through SQLAlchemy's asyncio engine on asyncpg, but for the
+per-request key lookups, which run on asyncpg directly (``lookups.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from sqlalchemy.sql import Executable
 
 from keystile.errors import ConfigurationError
 from keystile.storage.base import StorageUnavailable
+from keystile.storage.sql.common import UNAVAILABLE_SQLSTATES
+from keystile.storage.sql.lookups import DigestLookups, LookupReader, OnDemandConnection
 from keystile.storage.sql.repositories import SqlUnitOfWork
 
 _UNAVAILABLE = (
@@ -43,17 +46,11 @@ _UNAVAILABLE = (
 )
 
 
-# SQLSTATE classes that mean "the server cannot serve now", not "your query is
-# wrong": connection exceptions, insufficient resources (too many
-# connections), operator intervention (shutting down, starting up, crashed).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
-
-
 def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
     if exc.connection_invalidated:
         return True
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    return isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES)
 
 
 @asynccontextmanager
@@ -279,9 +276,12 @@ class PostgresStorage:
     """Production: PostgreSQL through asyncpg.
 
     Reads use a separate engine in autocommit mode: a point lookup is one
-    round trip, with no BEGIN/ROLLBACK around it. Connections are not
-    pinged on checkout; a connection found dead fails its request with 503
-    and is replaced, so the next request works again.
+    round trip, with no BEGIN/ROLLBACK around it. A key's lookup by digest
+    (every request whose key is not cached) runs as a prepared statement on
+    an asyncpg pool of its own (:class:`DigestLookups`), and a reader checks
+    a SQLAlchemy connection out only for its other statements. Connections
+    are not pinged on checkout; a connection found dead fails its request
+    with 503 and is replaced, so the next request works again.
     """
 
     def __init__(self, url: str, *, timeout_seconds: float = 5.0, pool_size: int = 10) -> None:
@@ -296,6 +296,7 @@ class PostgresStorage:
         self._reader: AsyncEngine = create_async_engine(
             async_url(url), isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **options
         )
+        self._lookups = DigestLookups(self._reader, timeout=timeout_seconds, pool_size=pool_size)
         self._timeout = timeout_seconds
         self._invalidation_listeners: list[InvalidationListener] = []
         for engine in (self._writer, self._reader):
@@ -315,8 +316,12 @@ class PostgresStorage:
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[SqlUnitOfWork]:
-        async with _translate_failures(), self._reader.connect() as conn:
-            yield SqlUnitOfWork(_AsyncConnection(conn))
+        async with _translate_failures():
+            conn = OnDemandConnection(self._reader)
+            try:
+                yield LookupReader(conn, self._lookups)
+            finally:
+                await conn.close()
 
     async def changed_elsewhere(self) -> bool:
         return False  # other instances' revocations arrive through Redis (or the cache TTL)
@@ -330,6 +335,7 @@ class PostgresStorage:
             await conn.execute(sa.text("SELECT 1 FROM api_keys LIMIT 1"))
 
     async def close(self) -> None:
+        await self._lookups.close()
         await self._writer.dispose()
         await self._reader.dispose()
 

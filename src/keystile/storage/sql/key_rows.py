@@ -7,8 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from keystile.keys.models import ApiKey, Quota, QuotaPeriod, RateLimitRule, Tier
-from keystile.storage.sql.tables import api_keys
+from keystile.keys.models import AccountStatus, ApiKey, Quota, QuotaPeriod, RateLimitRule, Tier
+from keystile.storage.sql.tables import accounts, api_keys
 
 KEY_COLUMNS = (
     api_keys.c.id,
@@ -31,8 +31,18 @@ KEY_COLUMNS = (
     api_keys.c.limit_key,
 )
 
+# The key of a digest, its account's status and the digest as stored: the
+# per-request lookup of a key that is not cached (``find_by_digest``).
+KEY_BY_DIGEST = (
+    sa.select(*KEY_COLUMNS, api_keys.c.digest, accounts.c.status.label("account_status"))
+    .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .where(api_keys.c.digest == sa.bindparam("digest"))
+)
 
-def key_from_row(row: sa.Row[Any], account_suspended: bool = False) -> ApiKey:
+
+def key_from_row(row: Any, account_suspended: bool = False) -> ApiKey:
+    """``row``: the columns of :data:`KEY_COLUMNS` as attributes (a SQLAlchemy
+    row, or an asyncpg record of ``storage.sql.lookups``)."""
     rate_limit = None
     if row.rate_limit_limit is not None and row.rate_limit_window_seconds is not None:
         rate_limit = RateLimitRule(int(row.rate_limit_limit), int(row.rate_limit_window_seconds))
@@ -58,3 +68,10 @@ def key_from_row(row: sa.Row[Any], account_suspended: bool = False) -> ApiKey:
         limit_key=row.limit_key or "",
         account_suspended=account_suspended,
     )
+
+
+def key_with_digest(row: Any) -> tuple[ApiKey, str]:
+    """A row of :data:`KEY_BY_DIGEST`: the key, its account's suspension
+    read into ``account_suspended``, and the stored digest."""
+    suspended = row.account_status == AccountStatus.SUSPENDED.value
+    return key_from_row(row, suspended), row.digest

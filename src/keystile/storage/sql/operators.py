@@ -18,8 +18,18 @@ _COLUMNS = (
     operator_keys.c.last_used_at,
 )
 
+# An operator key, and its digest as stored, by digest (``find_by_digest``).
+OPERATOR_KEY_BY_DIGEST = sa.select(*_COLUMNS, operator_keys.c.digest).where(
+    operator_keys.c.digest == sa.bindparam("digest")
+)
 
-def _operator_key(row: sa.Row[Any]) -> OperatorKey:
+
+def operator_key_with_digest(row: Any) -> tuple[OperatorKey, str]:
+    """A row of :data:`OPERATOR_KEY_BY_DIGEST` (SQLAlchemy's or asyncpg's)."""
+    return _operator_key(row), row.digest
+
+
+def _operator_key(row: Any) -> OperatorKey:
     return OperatorKey(
         id=row.id,
         name=row.name,
@@ -62,9 +72,8 @@ class SqlOperatorKeys:
         )
 
     async def find_by_digest(self, digest: str) -> tuple[OperatorKey, str] | None:
-        query = sa.select(*_COLUMNS, operator_keys.c.digest).where(operator_keys.c.digest == digest)
-        row = (await self._conn.execute(query)).first()
-        return None if row is None else (_operator_key(row), row.digest)
+        row = (await self._conn.execute(OPERATOR_KEY_BY_DIGEST, {"digest": digest})).first()
+        return None if row is None else operator_key_with_digest(row)
 
     async def touch(self, last_used: dict[str, int]) -> None:
         if not last_used:

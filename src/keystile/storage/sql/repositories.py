@@ -23,7 +23,7 @@ from keystile.storage.base import KeyFilter, StoredResponse
 from keystile.storage.sql.audit import SqlAuditEvents
 from keystile.storage.sql.common import Connection, insert_for, newest_first
 from keystile.storage.sql.console import SqlConsoleSessions
-from keystile.storage.sql.key_rows import KEY_COLUMNS, key_from_row
+from keystile.storage.sql.key_rows import KEY_BY_DIGEST, KEY_COLUMNS, key_from_row, key_with_digest
 from keystile.storage.sql.operators import SqlOperatorKeys
 from keystile.storage.sql.quotas import SqlQuotaCounters
 from keystile.storage.sql.tables import accounts, api_keys, idempotency_records
@@ -245,15 +245,8 @@ class SqlKeys:
 
     async def find_by_digest(self, digest: str) -> tuple[ApiKey, str] | None:
         """The key (with its account's suspension) and its stored digest."""
-        query = (
-            sa.select(*KEY_COLUMNS, api_keys.c.digest, accounts.c.status.label("account_status"))
-            .join(accounts, accounts.c.id == api_keys.c.account_id)
-            .where(api_keys.c.digest == digest)
-        )
-        row = (await self._conn.execute(query)).first()
-        if row is None:
-            return None
-        return key_from_row(row, row.account_status == AccountStatus.SUSPENDED.value), row.digest
+        row = (await self._conn.execute(KEY_BY_DIGEST, {"digest": digest})).first()
+        return None if row is None else key_with_digest(row)
 
     async def touch(self, last_used: dict[str, int]) -> None:
         if not last_used:
