@@ -293,8 +293,14 @@ class PostgresStorage:
             "connect_args": {"timeout": timeout_seconds, "command_timeout": timeout_seconds},
         }
         self._writer: AsyncEngine = create_async_engine(async_url(url), **options)
+        # The key lookups, most of the reads, have a pool of their own; the
+        # reader's burst allowance went to it, so a process still opens at
+        # most 4 × pool_size connections.
         self._reader: AsyncEngine = create_async_engine(
-            async_url(url), isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **options
+            async_url(url),
+            isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None,
+            **{**options, "max_overflow": 0},
         )
         self._lookups = DigestLookups(self._reader, timeout=timeout_seconds, pool_size=pool_size)
         self._timeout = timeout_seconds
