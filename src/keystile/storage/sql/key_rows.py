@@ -42,7 +42,7 @@ KEY_BY_DIGEST = (
 
 def key_from_row(row: Any, account_suspended: bool = False) -> ApiKey:
     """``row``: the columns of :data:`KEY_COLUMNS` as attributes (a SQLAlchemy
-    row, or an asyncpg record of ``storage.sql.lookups``)."""
+    row, or the namespace ``storage.sql.lookups`` makes of an asyncpg row)."""
     rate_limit = None
     if row.rate_limit_limit is not None and row.rate_limit_window_seconds is not None:
         rate_limit = RateLimitRule(int(row.rate_limit_limit), int(row.rate_limit_window_seconds))
