@@ -50,7 +50,8 @@ test: check
 
 ## Benchmarks (about 13 minutes, loopback only): bench/results/<date>.json and docs/benchmarks.md.
 ## Needs PostgreSQL and Redis running; installs wrk (Debian) and py-spy if missing, and the
-## peers it is compared with (bench/peers.py) from PyPI into ~/.cache/keystile-bench/peers-*.
+## peers it is compared with (bench/peers.py) from PyPI into ~/.cache/keystile-bench/peers-*;
+## builds the commit before issue 19 (bench/baseline.py) once into .bench-cache/builds/ for rows (d).
 bench: install
 	$(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.run

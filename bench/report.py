@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import front_ends
+from bench.baseline import BEFORE_ISSUE_19, cold_ratios
 from bench.peers import PEERS
 
 COMPARING = "## Comparing two builds or two configurations"
@@ -107,7 +108,7 @@ def _table(runs: list[dict[str, Any]], workers: int) -> list[str]:
 
 
 def _targets(results: dict[str, Any]) -> list[str]:
-    """The targets table: issue #19's (the first five) and the earlier ones
+    """The targets table: issue #19's (the first six) and the earlier ones
     still held, each measured in this run and marked met or not met."""
     runs = {(r["config"], r["workers"], r["connections"]): r for r in results["runs"]}
 
@@ -149,6 +150,11 @@ def _targets(results: dict[str, Any]) -> list[str]:
              ratio(rps("b. proxy, memory limiter"), rps("f. bare upstream, direct")))  # fmt: skip
     at_least("(e) creates per second, SQLite", 1000, rps("e. creates, SQLite"))
     at_least("(e) creates per second, PostgreSQL", 800, rps("e. creates, PostgreSQL"))
+    cold = cold_ratios(results["runs"])
+    if cold is not None:  # rows (d) were also measured on the build before issue 19
+        at_least(f"(d) PostgreSQL cold path, ratio to the build before issue 19 ({BEFORE_ISSUE_19}): "
+                 f"proxy {cold['proxy']:.2f}, verify {cold['verify']:.2f}; the smaller",
+                 3, min(cold.values()))  # fmt: skip
     at_least("(c) verify with the Redis limiter, ratio to (a)", 0.20,
              ratio(rps("c. verify, Redis limiter"), bare))  # fmt: skip
     at_least("(b) forward auth (`/v1/auth`), ratio to (b) verify", 0.9,
@@ -357,7 +363,9 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         "already seen: `GET /v1/contacts` through the gateway to the bare app, and "
         "`POST /v1/keys/verify`, and `GET /v1/auth` as a proxy's forward authentication asks it "
         "(contract §15); (c) the same with the Redis rate limiter; (d) the same on "
-        "PostgreSQL with the key cache off, so every request looks its key up (the cold path); "
+        "PostgreSQL with the key cache off, so every request looks its key up (the cold path), "
+        f"also served by the build before issue 19 (`{BEFORE_ISSUE_19}`, its own server and "
+        "database, the same settings) for the cold path's target; "
         "(e) `POST /v1/api-keys`, a new name per request; (f) the bare app called directly "
         "(what the proxy adds is the difference between (b) proxy and (f)); (g) nginx in front "
         "of the bare app, alone and with the shipped forward-auth example asking keystile "

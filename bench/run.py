@@ -416,6 +416,12 @@ def main() -> None:
                         work / "pg.log",
                     )
                 )
+                # Rows (d) on the build before issue 19 too, for the target's ratio.
+                from bench import baseline  # (it imports this module)
+
+                before_url, before_key = servers.enter_context(
+                    baseline.serving(env_pg, workers, work)
+                )
                 # nginx in front of the bare app: alone, and asking keystile
                 # (examples/nginx/keystile.conf, forward auth: contract §15).
                 from bench import proxies  # (it imports this module)
@@ -521,6 +527,7 @@ def main() -> None:
                         verify_pg,
                         None,
                     ),
+                    *baseline.cold_rows(before_url, before_key, work),
                     (
                         "e. creates, SQLite",
                         f"http://127.0.0.1:{ports['mem']}/v1/api-keys",
