@@ -20,7 +20,7 @@ import mmap
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +53,26 @@ def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
     return isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES)
 
 
+def _unavailable(exc: BaseException) -> StorageUnavailable | None:
+    """ "The database is not there" as :class:`StorageUnavailable` (→ 503);
+    None for anything else (a bug, → 500)."""
+    if isinstance(exc, _UNAVAILABLE) or (
+        isinstance(exc, sa.exc.DBAPIError) and _is_unavailable(exc)
+    ):
+        return StorageUnavailable((str(exc).splitlines() or [repr(exc)])[0])
+    return None
+
+
 @asynccontextmanager
 async def _translate_failures() -> AsyncIterator[None]:
-    """Turn "the database is not there" into :class:`StorageUnavailable` (→ 503);
-    anything else (a bug) stays what it is (→ 500)."""
+    """Raise :func:`_unavailable`'s answer in place of the error it names."""
     try:
         yield
-    except _UNAVAILABLE as exc:
-        raise StorageUnavailable(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
-    except sa.exc.DBAPIError as exc:
-        if _is_unavailable(exc):
-            raise StorageUnavailable(str(exc).splitlines()[0]) from exc
-        raise
+    except Exception as exc:
+        unavailable = _unavailable(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
 
 
 InvalidationListener = Callable[[frozenset[str]], Awaitable[None]]
@@ -272,6 +280,36 @@ def _discard_timed_out_connections(context: sa.engine.ExceptionContext) -> None:
         driver.terminate()  # asyncpg: close the socket without a goodbye
 
 
+class _Reading(AbstractAsyncContextManager[LookupReader]):
+    """:meth:`PostgresStorage.reader`, a class rather than a generator: it
+    wraps the lookup of every request whose key is not cached."""
+
+    __slots__ = ("_conn", "_engine", "_lookups")
+
+    def __init__(self, engine: AsyncEngine, lookups: DigestLookups) -> None:
+        self._engine = engine
+        self._lookups = lookups
+
+    async def __aenter__(self) -> LookupReader:
+        self._conn = OnDemandConnection(self._engine)
+        return LookupReader(self._conn, self._lookups)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: object
+    ) -> None:
+        # The checks of _translate_failures, without a generator per reader.
+        try:
+            await self._conn.close()
+        except Exception as failure:
+            unavailable = _unavailable(failure)
+            if unavailable is None:
+                raise
+            raise unavailable from failure
+        unavailable = None if exc is None else _unavailable(exc)
+        if unavailable is not None:
+            raise unavailable from exc
+
+
 class PostgresStorage:
     """Production: PostgreSQL through asyncpg.
 
@@ -320,14 +358,8 @@ class PostgresStorage:
         if uow.invalidated:
             await _tell(self._invalidation_listeners, uow.invalidated)
 
-    @asynccontextmanager
-    async def reader(self) -> AsyncIterator[SqlUnitOfWork]:
-        async with _translate_failures():
-            conn = OnDemandConnection(self._reader)
-            try:
-                yield LookupReader(conn, self._lookups)
-            finally:
-                await conn.close()
+    def reader(self) -> _Reading:
+        return _Reading(self._reader, self._lookups)
 
     async def changed_elsewhere(self) -> bool:
         return False  # other instances' revocations arrive through Redis (or the cache TTL)
