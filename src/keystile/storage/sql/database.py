@@ -371,6 +371,7 @@ class PostgresStorage:
             self._reader.connect() as conn,
         ):
             await conn.execute(sa.text("SELECT 1 FROM api_keys LIMIT 1"))
+        await self._lookups.ping()  # the path of every request whose key is not cached
 
     async def close(self) -> None:
         await self._lookups.close()

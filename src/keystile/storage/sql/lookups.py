@@ -111,6 +111,11 @@ class DigestLookups:
         row = await self._fetch(self._operator_key_by_digest, digest)
         return None if row is None else operator_key_with_digest(SimpleNamespace(**row))
 
+    async def ping(self) -> None:
+        """Raise :class:`StorageUnavailable` unless the pool's server answers
+        a lookup (of the empty digest, which no key has)."""
+        await self._fetch(self._key_by_digest, "")
+
     async def _fetch(self, statement: str, digest: str) -> Any:
         """The asyncpg row of ``statement`` for ``digest``, or None."""
         try:
