@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -90,6 +90,9 @@ class _SyncConnection:
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         return self._conn.execute(statement, parameters)
 
+    def sqlite_driver(self) -> sqlite3.Connection | None:
+        return cast(sqlite3.Connection, self._conn.connection.driver_connection)
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         with self._conn.begin_nested():
@@ -104,6 +107,9 @@ class _AsyncConnection:
 
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         return await self._conn.execute(statement, parameters)
+
+    def sqlite_driver(self) -> sqlite3.Connection | None:
+        return None
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
