@@ -309,7 +309,12 @@ class PostgresStorage:
             "pool_timeout": timeout_seconds,
             "connect_args": {"timeout": timeout_seconds, "command_timeout": timeout_seconds},
         }
-        self._writer: AsyncEngine = create_async_engine(async_url(url), **options)
+        # The write pool keeps what it opens (up to the same 2 × pool_size):
+        # with overflow connections, a busy moment closed them on check-in
+        # and the next requests opened new ones, a PostgreSQL backend started
+        # per connection (≈ 10 a second under a stream of creates).
+        writes = {**options, "pool_size": 2 * pool_size, "max_overflow": 0}
+        self._writer: AsyncEngine = create_async_engine(async_url(url), **writes)
         self._reader: AsyncEngine = create_async_engine(
             async_url(url), isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **options
         )
