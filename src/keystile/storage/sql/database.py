@@ -35,6 +35,9 @@ from keystile.storage.sql.repositories import SqlUnitOfWork
 
 _UNAVAILABLE = (
     sa.exc.OperationalError,
+    # Statements run on the sqlite3 connection itself (key_inserts, BEGIN)
+    # raise the driver's error, which SQLAlchemy would have wrapped as above.
+    sqlite3.OperationalError,
     sa.exc.InterfaceError,
     sa.exc.TimeoutError,
     sa.exc.DisconnectionError,
@@ -141,7 +144,9 @@ def _sqlite_engine(path: Path, begin: str, busy_timeout_ms: int) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql(begin)
+        # On the driver: SQLAlchemy's execution machinery for a fixed BEGIN
+        # cost ≈ 5 % of a create.
+        conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
 
     return engine
 
