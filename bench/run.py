@@ -118,7 +118,7 @@ def wrk(
     if finished.returncode != 0:
         raise SystemExit(f"wrk failed on {url}: {finished.stdout}{finished.stderr}")
     output = finished.stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, flags=re.M))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, flags=re.M))
     requests = re.search(r"(\d+) requests in", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.run import lua_forward_auth, lua_post
+from bench.run import lua_create, lua_forward_auth, lua_post
 
 ROUTE_PREFIX = "/v1/contacts"
 ROUTE_SCOPE = "read:contacts"
-PERMISSIONS = (ROUTE_SCOPE, "verify:keys")
+PERMISSIONS = (ROUTE_SCOPE, "verify:keys", "admin:api_keys")
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,14 @@ def forward_auth(bench: Bench, server: Server | None) -> Target:
     return Target(f"{server.base}/v1/auth", script=script)
 
 
+def create(bench: Bench, server: Server | None) -> Target:
+    """``POST /v1/api-keys``, a new name per request (make bench's row e):
+    the write path, one committed transaction per request."""
+    server = _variant(server)
+    script = lua_create(server.work / "create.lua", server.key)
+    return Target(f"{server.base}/v1/api-keys", script=script)
+
+
 def direct(bench: Bench, server: Server | None) -> Target:
     """The bare upstream called directly: what the machine gives a request
     that does nothing, in the same rounds."""
@@ -144,6 +152,7 @@ SCENARIOS: dict[str, Scenario] = {
         f"GET /v1/auth asked about GET {ROUTE_PREFIX}/1 (contract §15)",
         forward_auth,
     ),
+    "create": Scenario("create", "POST /v1/api-keys, a new name per request", create),
     "direct": Scenario(
         "direct",
         "the bare upstream called directly (reference, no keystile)",

@@ -213,6 +213,24 @@ class TestSameTransaction:
             )
         assert issued.key.id not in {e.target_id for e in found.events}
 
+    async def test_a_refused_create_leaves_no_event(
+        self, client: httpx.AsyncClient, tenant: Tenant
+    ) -> None:
+        # The key and its event are one statement on PostgreSQL (issue 19):
+        # the event exists exactly when the key does.
+        key = await create(client, tenant, name="once")
+        before = await events(client, tenant.headers, "action=api_key.created")
+        clash = await client.post(
+            "/v1/api-keys", json={"name": "ONCE", "permissions": ["read:contacts"]},
+            headers=tenant.headers,
+        )  # fmt: skip
+        assert_error(clash, 409, "duplicate_name")
+        assert await events(client, tenant.headers, "action=api_key.created") == before
+        mine = await events(client, tenant.headers, f"target_id={key['id']}")
+        assert [(event["action"], event["changes"]["name"]) for event in mine] == [
+            ("api_key.created", [None, "once"])
+        ]
+
 
 class TestRetention:
     async def test_old_events_are_purged(

@@ -384,6 +384,40 @@ class TestOutbox:
         await create_key(client, tenant)
         assert event_bodies(app) == {}
 
+    async def test_each_create_sees_the_endpoints_as_they_are_then(
+        self, app: Pipeline, client: httpx.AsyncClient, tenant: Tenant
+    ) -> None:
+        # A create reads the account's endpoints in its own statement (issue
+        # 19): every change to them counts from the next create on.
+        def created_events() -> set[str]:
+            return {
+                body["data"]["object"]["id"]
+                for body in event_bodies(app).values()
+                if body["type"] == "api_key.created"
+            }
+
+        await create_key(client, tenant)
+        assert created_events() == set()
+        endpoint = await create_endpoint(client, tenant)
+        first = await create_key(client, tenant)
+        assert created_events() == {first["id"]}
+        path = f"/v1/webhook-endpoints/{endpoint['id']}"
+        await client.patch(path, json={"disabled": True}, headers=tenant.headers)
+        await create_key(client, tenant)
+        await client.patch(
+            path, json={"disabled": False, "events": ["api_key.revoked"]}, headers=tenant.headers
+        )
+        await create_key(client, tenant)
+        await client.patch(path, json={"events": ["api_key.created"]}, headers=tenant.headers)
+        second = await create_key(client, tenant)
+        assert created_events() == {first["id"], second["id"]}
+        assert [d["type"] for d in await deliveries(client, tenant, endpoint["id"])] == [
+            "api_key.created", "api_key.created",
+        ]  # fmt: skip
+        await client.delete(path, headers=tenant.headers)
+        await create_key(client, tenant)
+        assert created_events() == {first["id"], second["id"]}
+
     async def test_a_leak_revocation_sends_revoked_and_leaked(
         self, app: Pipeline, client: httpx.AsyncClient, tenant: Tenant
     ) -> None:

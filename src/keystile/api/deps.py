@@ -56,7 +56,9 @@ class Services:
     faults: Faults = field(default_factory=Faults)  # test-only fault points (keystile.faults)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    # thread hand-off per request for an attribute read.
     return cast(Services, request.app.state.services)
 
 

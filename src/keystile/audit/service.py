@@ -91,7 +91,30 @@ class AuditLog:
         changes: Changes,
     ) -> AuditEvent:
         """Write one event in ``uow``'s transaction (the change's own)."""
-        event = AuditEvent(
+        event = self.event(
+            action,
+            origin,
+            target_type=target_type,
+            target_id=target_id,
+            account_id=account_id,
+            changes=changes,
+        )
+        await uow.audit.insert(event)
+        return event
+
+    def event(
+        self,
+        action: Action,
+        origin: Origin,
+        *,
+        target_type: str,
+        target_id: str,
+        account_id: str | None,
+        changes: Changes,
+    ) -> AuditEvent:
+        """The event :meth:`record` writes, for a repository that writes it
+        together with its change (``KeyRepository.insert``)."""
+        return AuditEvent(
             id=new_audit_id(),
             action=action,
             actor=origin.actor,
@@ -103,8 +126,6 @@ class AuditLog:
             created_at=clocks.now_micros(self._clock),
             changes=changes,
         )
-        await uow.audit.insert(event)
-        return event
 
     async def list(
         self,

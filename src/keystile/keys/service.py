@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any, Protocol
 
 from keystile import clock as clocks
-from keystile.audit.models import CLI_ORIGIN, Action, Origin, diff
+from keystile.audit.models import CLI_ORIGIN, Action, AuditEvent, Origin, diff
 from keystile.audit.service import AuditLog, created, key_view
 from keystile.errors import (
     DuplicateName,
@@ -104,9 +104,9 @@ class KeyService:
             rate_limit=new.rate_limit,
             quota=new.quota,
         )
-        issued = await self._insert(uow, key, now)
-        await self._audit.record(
-            uow,
+        # The audit event goes to the repository with the key: written in
+        # the same statement where the database can, never without the key.
+        audit = self._audit.event(
             Action.API_KEY_CREATED,
             origin,
             target_type="api_key",
@@ -114,21 +114,24 @@ class KeyService:
             account_id=account_id,
             changes=created(key_view(key)),
         )
+        issued = await self._insert(uow, key, now, audit)
         await self.events.emit(uow, EventType.API_KEY_CREATED, key)
         return issued
 
-    async def _insert(self, uow: UnitOfWork, key: ApiKey, now: int) -> IssuedKey:
+    async def _insert(
+        self, uow: UnitOfWork, key: ApiKey, now: int, audit: AuditEvent | None = None
+    ) -> IssuedKey:
         secret = tokens.generate(self._prefix)
         normalised = name_key(key.name)
         digest = tokens.digest(secret)
         try:
-            await uow.keys.insert(key, digest, normalised)
+            await uow.keys.insert(key, digest, normalised, audit)
         except DuplicateName:
             # The unique index cannot see the clock: an expired key still
             # holds its name until someone wants it. Release it and try again,
             # in the same transaction (a live holder still wins: 409).
             await uow.keys.release_expired_name(key.account_id, normalised, now)
-            await uow.keys.insert(key, digest, normalised)
+            await uow.keys.insert(key, digest, normalised, audit)
         return IssuedKey(key=key, secret=secret)
 
     async def _check_plan(self, uow: UnitOfWork, account_id: str, tier: Tier) -> None:

@@ -83,10 +83,16 @@ class AccountRepository(Protocol):
 
 
 class KeyRepository(Protocol):
-    async def insert(self, key: ApiKey, digest: str, name_key: str) -> None:
+    async def insert(
+        self, key: ApiKey, digest: str, name_key: str, audit: AuditEvent | None = None
+    ) -> None:
         """Store a new active key. Raises :class:`keystile.errors.DuplicateName`
         when an active key of the account holds ``name_key``; the database's
-        unique index decides, so concurrent inserts cannot both win."""
+        unique index decides, so concurrent inserts cannot both win.
+
+        ``audit``, the key's creation event, is written with the key (in the
+        same statement where the database allows it) and only when the key
+        was stored: a refused insert leaves no event."""
 
     async def release_expired_name(self, account_id: str, name_key: str, now: int) -> None:
         """Let an *expired* holder of ``name_key`` give the name up.

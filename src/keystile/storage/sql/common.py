@@ -3,6 +3,7 @@ differences, cursor pagination."""
 
 from __future__ import annotations
 
+import sqlite3
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -22,6 +23,11 @@ class Connection(Protocol):
     def dialect_name(self) -> str: ...
 
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
+
+    def sqlite_driver(self) -> sqlite3.Connection | None:
+        """SQLite: the transaction's own ``sqlite3`` connection (a statement
+        run on it is part of the transaction); None on other databases."""
+        ...
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A nested transaction: rolled back alone when its block raises."""

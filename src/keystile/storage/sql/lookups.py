@@ -194,6 +194,9 @@ class OnDemandConnection:
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         return await (await self._connection()).execute(statement, parameters)
 
+    def sqlite_driver(self) -> None:
+        return None
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         async with (await self._connection()).begin_nested():
@@ -206,7 +209,7 @@ class OnDemandConnection:
 
 class _LookupKeys(SqlKeys):
     def __init__(self, conn: Connection, lookups: DigestLookups) -> None:
-        super().__init__(conn)
+        super().__init__(conn, SqlWebhooks(conn))  # a reader inserts no key: no outbox
         self._lookups = lookups
 
     async def find_by_digest(self, digest: str) -> tuple[ApiKey, str] | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from keystile.audit.models import AuditEvent
 from keystile.errors import DuplicateName
 from keystile.keys.models import (
     Account,
@@ -23,6 +24,7 @@ from keystile.storage.base import KeyFilter, StoredResponse
 from keystile.storage.sql.audit import SqlAuditEvents
 from keystile.storage.sql.common import Connection, insert_for, newest_first
 from keystile.storage.sql.console import SqlConsoleSessions
+from keystile.storage.sql.key_inserts import insert_postgres, insert_sqlite
 from keystile.storage.sql.key_rows import KEY_BY_DIGEST, KEY_COLUMNS, key_from_row, key_with_digest
 from keystile.storage.sql.operators import SqlOperatorKeys
 from keystile.storage.sql.quotas import SqlQuotaCounters
@@ -132,37 +134,30 @@ def _status_condition(status: KeyStatus, now: int) -> Any:
 
 
 class SqlKeys:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, webhooks: SqlWebhooks) -> None:
         self._conn = conn
+        self._webhooks = webhooks
         # Keys whose cached copies are stale once this transaction commits
         # ("*": every key); the SQLite adapter tells the host's other
         # processes after the commit.
         self.invalidated: set[str] = set()
 
-    async def insert(self, key: ApiKey, digest: str, name_key: str) -> None:
+    async def insert(
+        self, key: ApiKey, digest: str, name_key: str, audit: AuditEvent | None = None
+    ) -> None:
         # ON CONFLICT on the partial unique index instead of catching an
         # IntegrityError: PostgreSQL aborts a transaction on an error, and the
         # idempotency layer still has to record the 409 in this transaction.
-        statement = (
-            insert_for(self._conn, api_keys)
-            .values(
-                id=key.id,
-                account_id=key.account_id,
-                digest=digest,
-                name_key=name_key,
-                holds_name=True,
-                created_at=key.created_at,
-                limit_key=key.limit_key or None,
-                **_mutable_key_fields(key),
-            )
-            .on_conflict_do_nothing(
-                index_elements=[api_keys.c.account_id, api_keys.c.name_key],
-                index_where=api_keys.c.holds_name,
-            )
-        )
-        result = await self._conn.execute(statement)
-        if result.rowcount != 1:
+        # The statements are in key_inserts (the create path, kept short).
+        driver = self._conn.sqlite_driver()
+        if driver is not None:
+            inserted = insert_sqlite(driver, key, digest, name_key, audit)
+        else:
+            inserted = await insert_postgres(self._conn, key, digest, name_key, audit)
+        if not inserted.stored:
             raise DuplicateName()
+        # The webhook outbox asks for these next, in this transaction.
+        self._webhooks.remember_endpoints(key.account_id, inserted.endpoints)
 
     async def release_expired_name(self, account_id: str, name_key: str, now: int) -> None:
         await self._conn.execute(
@@ -329,14 +324,14 @@ class SqlIdempotency:
 
 class SqlUnitOfWork:
     def __init__(self, conn: Connection) -> None:
+        self.webhooks = SqlWebhooks(conn)
         self.accounts = SqlAccounts(conn)
-        self.keys = SqlKeys(conn)
+        self.keys = SqlKeys(conn, self.webhooks)
         self.idempotency = SqlIdempotency(conn)
         self.operator_keys = SqlOperatorKeys(conn)
         self.audit = SqlAuditEvents(conn)
         self.usage = SqlUsage(conn)
         self.quotas = SqlQuotaCounters(conn)
-        self.webhooks = SqlWebhooks(conn)
         self.console_sessions = SqlConsoleSessions(conn)
 
     @property

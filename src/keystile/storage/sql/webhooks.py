@@ -64,10 +64,19 @@ def _delivery(row: sa.Row[Any]) -> Delivery:
 class SqlWebhooks:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        # account id -> its enabled endpoints (id, events), as read by a
+        # statement of this transaction (a key's insert reads them with it);
+        # any endpoint change in the transaction forgets them.
+        self._endpoints: dict[str, list[tuple[str, str]]] = {}
+
+    def remember_endpoints(self, account_id: str, endpoints: list[tuple[str, str]]) -> None:
+        """``account_id``'s enabled endpoints, just read in this transaction."""
+        self._endpoints[account_id] = endpoints
 
     # Endpoints ------------------------------------------------------------
 
     async def insert_endpoint(self, endpoint: WebhookEndpoint, secret: bytes) -> None:
+        self._endpoints.clear()
         await self._conn.execute(
             webhook_endpoints.insert().values(
                 id=endpoint.id,
@@ -92,6 +101,7 @@ class SqlWebhooks:
         return None if row is None else _endpoint(row)
 
     async def update_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        self._endpoints.clear()
         await self._conn.execute(
             webhook_endpoints.update()
             .where(webhook_endpoints.c.id == endpoint.id)
@@ -105,6 +115,7 @@ class SqlWebhooks:
         )
 
     async def delete_endpoint(self, endpoint_id: str) -> None:
+        self._endpoints.clear()
         await self._conn.execute(
             webhook_deliveries.delete().where(webhook_deliveries.c.endpoint_id == endpoint_id)
         )
@@ -138,10 +149,14 @@ class SqlWebhooks:
         )
 
     async def subscribers(self, account_id: str, event_type: str) -> list[str]:
-        c = webhook_endpoints.c
-        query = sa.select(c.id, c.events).where(c.account_id == account_id, c.disabled.is_(False))
-        rows = (await self._conn.execute(query)).all()
-        return [row.id for row in rows if _wants(row.events, event_type)]
+        endpoints = self._endpoints.get(account_id)
+        if endpoints is None:
+            c = webhook_endpoints.c
+            query = sa.select(c.id, c.events).where(
+                c.account_id == account_id, c.disabled.is_(False)
+            )
+            endpoints = [(row.id, row.events) for row in await self._conn.execute(query)]
+        return [endpoint_id for endpoint_id, events in endpoints if _wants(events, event_type)]
 
     async def subscribed_accounts(self, event_type: str) -> list[str]:
         c = webhook_endpoints.c
