@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.dev-stamp
 # The server, its tests and bench, and the client distribution (clients/python) with its examples.
 CHECKED := src tests bench clients/python/src clients/python/tests examples/client
 
-.PHONY: run install install-run check test bench bench-compare timing screenshots clean
+.PHONY: run install install-run check test test-granian bench bench-compare timing screenshots clean
 
 $(RUN_STAMP): pyproject.toml constraints.txt src/keystile/__init__.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ check: $(DEV_STAMP)
 TEST_WORKERS ?= 4
 test: check
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+## The served tests (tests/e2e) with every keystile on granian (KEYSTILE_SERVER=granian) instead
+## of uvicorn: what differs is skipped or relaxed by name (tests/support.py, GRANIAN_GAP).
+test-granian: check
+	KEYSTILE_TEST_SERVER=granian $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests/e2e
 
 ## Benchmarks (about 13 minutes, loopback only): bench/results/<date>.json and docs/benchmarks.md.
 ## Needs PostgreSQL and Redis running; installs wrk (Debian) and py-spy if missing, and the

@@ -199,6 +199,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ON_GRANIAN = os.environ.get("KEYSTILE_TEST_SERVER") == "granian"
+"""The served tests run on granian (``KEYSTILE_TEST_SERVER=granian``)."""
+
+GRANIAN_GAP = (
+    "keystile's own front end on uvicorn (keystile/server/protocol.py); granian has no "
+    "such limit or answers this itself (docs/deployment.md, 'On granian')"
+)
+
+
+def http_layer_answer(status: int, body: bytes) -> bool:
+    """Whether a response was written by granian's HTTP layer (hyper) rather
+    than by keystile: on granian, a request that is not HTTP/1.1 gets a bare
+    400 or 431 with no §3 envelope (docs/deployment.md, 'On granian'). Tests
+    of such requests then check what still holds: refused, nothing reflected."""
+    return ON_GRANIAN and status in (400, 431) and not body.lstrip().startswith(b"{")
+
+
 def keystile_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTILE_")}
     env["KEYSTILE_DATA_DIR"] = str(data_dir)

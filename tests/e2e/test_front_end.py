@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ServerURL, cli_admin, keystile_env, serving
+from tests.support import GRANIAN_GAP, ON_GRANIAN, ServerURL, cli_admin, keystile_env, serving
 
+skip_on_granian = pytest.mark.skipif(ON_GRANIAN, reason=GRANIAN_GAP)
 BOUND = 30.0  # seconds: "does not hang", never a performance claim
 IDLE_SOCKETS = 1100
 
@@ -149,6 +150,7 @@ SLOW_HEADS = {
 }
 
 
+@skip_on_granian
 @pytest.mark.parametrize("kind", SLOW_HEADS)
 def test_a_slow_head_is_cut_after_the_header_timeout(
     quick: tuple[ServerURL, str], kind: str
@@ -186,6 +188,7 @@ WITHIN = {
 }
 
 
+@skip_on_granian
 @pytest.mark.parametrize("kind", HEADS)
 def test_a_head_over_the_limits_gets_a_431_and_the_connection_closes(
     quick: tuple[ServerURL, str], kind: str
@@ -221,6 +224,7 @@ OPEN_FILE_LIMITS = {
 }
 
 
+@skip_on_granian
 @pytest.mark.parametrize(
     ("files", "kind"),
     [(files, "silent") for files in OPEN_FILE_LIMITS]
@@ -275,6 +279,7 @@ def busy(url: str, admin: str) -> socket.socket:
     return sock
 
 
+@skip_on_granian
 @pytest.mark.parametrize("idle", [0, 1])
 def test_at_the_cap_idle_connections_make_room_and_busy_ones_do_not(
     tiny: tuple[ServerURL, str], idle: int
@@ -338,6 +343,7 @@ MALFORMED = {
 }
 
 
+@skip_on_granian
 @pytest.mark.parametrize("kind", MALFORMED)
 def test_malformed_http_gets_the_envelope_and_a_request_id(
     quick: tuple[ServerURL, str], kind: str
@@ -351,6 +357,7 @@ def test_malformed_http_gets_the_envelope_and_a_request_id(
     assert b"Injected" not in answer
 
 
+@skip_on_granian
 def test_a_framing_error_in_a_body_answers_with_the_requests_own_id(
     quick: tuple[ServerURL, str],
 ) -> None:
@@ -376,6 +383,7 @@ PIPELINED = {
 }
 
 
+@skip_on_granian
 @pytest.mark.parametrize("kind", PIPELINED)
 def test_a_bad_pipelined_request_is_answered_after_the_good_ones(
     quick: tuple[ServerURL, str], kind: str

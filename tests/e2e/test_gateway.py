@@ -25,6 +25,7 @@ from tests.support import (
     cli_admin,
     echoing_upstream,
     free_port,
+    http_layer_answer,
     keystile_env,
     resident_peak_kib,
     run_cli,
@@ -210,7 +211,8 @@ class TestRouting:
         # Sent raw: HTTP clients (httpx included) would normalise the dots away.
         status, body = raw_get(url, path, reader["Authorization"])
         assert status == 400, (path, body)
-        assert json.loads(body)["error"]["code"] == "validation_error"
+        if not http_layer_answer(status, body):  # granian refuses a space in a path itself
+            assert json.loads(body)["error"]["code"] == "validation_error"
 
     @pytest.mark.parametrize("path", ["/V1/CONTACTS/1", "/v1/%63ontacts/1", "/V1/Contacts/"])
     def test_every_spelling_of_a_route_is_that_route(self, gateway: Any, path: str) -> None:

@@ -15,7 +15,14 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from tests.support import ServerURL, cli_admin, keystile_env, serving
+from tests.support import (
+    ON_GRANIAN,
+    ServerURL,
+    cli_admin,
+    http_layer_answer,
+    keystile_env,
+    serving,
+)
 
 DOCUMENTED_4XX = {400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 431}
 
@@ -104,6 +111,8 @@ def check(
     """A documented status; an error is the §3 envelope with keystile's headers,
     whether the pipeline or the front end (malformed HTTP) wrote it."""
     assert status in (expected or DOCUMENTED_4XX), (status, body[:300])
+    if http_layer_answer(status, body):  # granian refused it itself: no envelope
+        return
     if status >= 400:
         error = json.loads(body)["error"]
         assert headers["x-request-id"] == [error["request_id"]]
@@ -357,11 +366,22 @@ def corpus(key: str) -> dict[str, tuple[bytes, set[int]]]:
     }
 
 
+GRANIAN_ACCEPTS = frozenset({"bare LF line ends", "no Host header"})
+"""What granian's HTTP layer serves where uvicorn's refuses (docs/deployment.md)."""
+
+
 def test_the_corpus_gets_documented_4xx(server: tuple[ServerURL, str]) -> None:
     url, key = server
     failures = []
     for name, (raw, expected) in corpus(key).items():
-        status, headers, body = exchange(url, raw)
+        try:
+            status, headers, body = exchange(url, raw)
+        except (IndexError, OSError):  # no answer: granian may close instead (docs/deployment.md)
+            if not ON_GRANIAN:
+                failures.append((name, "the connection closed without an answer"))
+            continue
+        if ON_GRANIAN and name in GRANIAN_ACCEPTS and status == 200:
+            continue
         try:
             check(status, headers, body, expected=expected)
         except AssertionError as exc:
@@ -393,6 +413,9 @@ def test_invalid_request_ids_are_never_reflected(
         check(status, headers, body, expected={400})
     else:
         assert status == 200
+    if http_layer_answer(status, body):
+        assert value.decode("latin-1") not in str(headers)
+        return
     assert headers["x-request-id"][0].startswith("req_")
     assert headers["x-request-id"][0] != value.decode("latin-1")
 
