@@ -14,58 +14,39 @@ from bench.peers import PEERS
 COMPARING = "## Comparing two builds or two configurations"
 
 TARGETS_NOTE = """\
-## Reading the targets across runs
+## Issue 19's targets: what stands in the way
 
-Three full runs were made on 2026-11-26 while this harness was built. The
-ratios moved with the machine's noise: (b) verify 0.19-0.26, (c) verify with
-Redis 0.14-0.26, the proxy 0.16-0.23 of (f); creates on SQLite 425 (before
-the create path was trimmed to one statement) then 607-844 per second. So
-(c) sits at the edge of its 0.20 target rather than safely above it, and (b)
-and the proxy stay below theirs in every run.
-
-## What would close the gaps
-
-Each request to keystile is handled in Python twice over: by uvicorn (HTTP
-parsing, the ASGI messages, writing the response) and by keystile. The
-profiles above show uvicorn's own code and the event loop taking about as
-much CPU as all of keystile's. Row (a') shows uvicorn alone on keystile's
-shapes: a bare ASGI app that reads the same request as `POST /v1/keys/verify`
-and answers with the same eight headers and body size, doing nothing else,
-already runs at a fraction of (a): headers cost uvicorn ≈ 1 µs each in
-Python, and the contract requires `X-Request-ID`, `Cache-Control`,
-`X-Content-Type-Options` and the three rate-limit headers on every response.
-What remains for keystile's own work at 0.35 is a few dozen µs per request;
-its check (token shape, SHA-256, cache, revocation counter, rate limit: twice
-for verify, the caller and the verified key), the JSON body, the response,
-the metrics and the access line take ≈ 35 µs measured in-process.
-
-What would close the gap, in order of effect:
-
-1. **A compiled HTTP front end** for the hot paths: the same pipeline behind
-   a server that parses and writes HTTP in C or Rust (e.g. granian, or
-   socketify) instead of uvicorn's Python protocol class. uvicorn's share is
-   the largest single item in every profile.
-2. **Fewer Python calls per request in keystile**: the verify endpoint checks
-   two keys (the caller and the verified one) and makes two rate-limit
-   decisions; fusing the pipeline's steps for these two routes into one
-   function with no per-request closures saves a few µs each.
-3. **More workers** scale close to linearly while cores are free: see the
-   2-worker rows (on this 2-core machine the load generator takes a share).
-
-For the proxy the same applies twice: keystile parses the client's request
-and the upstream's response, and writes both, in Python, while the direct
-call pays only the upstream's share. A ratio of 0.6 would need keystile's
-whole proxying (both HTTP legs) to cost less than the bare upstream's single
-leg plus two thirds of it; that is not reachable in CPython with uvicorn on
-either leg. Options: a compiled proxy core (keystile as an authorization
-service behind Envoy's `ext_authz` or nginx's `auth_request`, answering from
-its cache through `POST /v1/keys/verify`), which keeps the contract's
-authentication, scopes and limits and moves the byte shuffling to C.
-
-None of the optimisations made weakens a guarantee: revocations still reach
-every worker before their next request (the shared revocation counter),
-limits stay exact (one atomic increment per request, coalesced into one
-Redis script call per event-loop turn), and the whole test suite passes.
+- **PostgreSQL cold path (met).** Key lookups run as prepared statements on
+  an asyncpg pool of their own (docs/deployment.md). Through SQLAlchemy a
+  lookup cost the worker about 1 ms of CPU, and the read pool opened about
+  50 connections a second under 64 concurrent requests; now about 90 µs.
+- **Creates.** One statement inserts the key and its audit event and reads
+  the subscribed endpoints (PostgreSQL); SQLite runs them on the
+  transaction's own connection. Server CPU per create fell from about
+  2,950 to 1,260 µs (SQLite) and from 3,800 to 2,300 µs (PostgreSQL, before
+  the lookup pool). SQLite is at the edge of 1,000 a second. On PostgreSQL,
+  `BEGIN`/`COMMIT` through SQLAlchemy is about 22 % of the worker's samples.
+  The next step is the write transaction on asyncpg directly.
+- **verify, the gateway and verify's p99.** The largest item is now the
+  kernel. py-spy (`--gil`) puts the one `send()` of a verify response at
+  14-32 % of the worker's samples, and the proxy's two sends at 40 %. This
+  machine is a Firecracker VM, and a loopback send that wakes the sleeping
+  load generator on the other vCPU costs a VM exit. The bare app answers
+  fast enough that wrk never sleeps.
+  - Done: one send per response instead of uvicorn's two (server CPU per
+    verify 148 to 139 µs), a young-generation collection every 20,000
+    allocations (to 134 µs), and the body deadline without a weak
+    reference per call. Together about 1.2 times the verifies of
+    `8a0853a` (`make bench-compare`).
+  - keystile's own Python is spread thin: no function of it takes more
+    than 3 % of the samples.
+  - 0.5 of the bare app would need about 50 µs of CPU per request, against
+    about 130 µs now. Next steps, in order: a compiled HTTP front end that
+    keeps keystile's limits (granian lacks them: docs/deployment.md); the
+    key check, rate limit and response of verify in one compiled function
+    behind the same Protocols; more workers.
+  - At 16 connections the p50 is 16 over the throughput, so the p99 target
+    needs about 10,000 verifies a second here.
 """
 
 
