@@ -26,26 +26,30 @@ def _event(row: sa.Row[Any]) -> AuditEvent:
     )
 
 
+def audit_row(event: AuditEvent) -> dict[str, Any]:
+    """The event's ``audit_events`` row, column by column (``changes`` as
+    ``{field: [before, after]}``, the JSON the column holds)."""
+    return {
+        "id": event.id,
+        "action": event.action.value,
+        "actor_type": event.actor.type.value,
+        "actor_id": event.actor.id,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "account_id": event.account_id,
+        "request_id": event.request_id,
+        "ip": event.ip,
+        "created_at": event.created_at,
+        "changes": {name: list(pair) for name, pair in event.changes.items()},
+    }
+
+
 class SqlAuditEvents:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def insert(self, event: AuditEvent) -> None:
-        await self._conn.execute(
-            audit_events.insert().values(
-                id=event.id,
-                action=event.action.value,
-                actor_type=event.actor.type.value,
-                actor_id=event.actor.id,
-                target_type=event.target_type,
-                target_id=event.target_id,
-                account_id=event.account_id,
-                request_id=event.request_id,
-                ip=event.ip,
-                created_at=event.created_at,
-                changes={name: list(pair) for name, pair in event.changes.items()},
-            )
-        )
+        await self._conn.execute(audit_events.insert().values(**audit_row(event)))
 
     async def get(self, account_id: str | None, event_id: str) -> AuditEvent | None:
         query = sa.select(audit_events).where(audit_events.c.id == event_id)

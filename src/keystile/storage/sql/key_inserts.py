@@ -31,7 +31,9 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from keystile.audit.models import AuditEvent
 from keystile.keys.models import ApiKey
+from keystile.storage.sql.audit import audit_row
 from keystile.storage.sql.common import Connection
+from keystile.storage.sql.key_rows import mutable_key_fields
 from keystile.storage.sql.tables import api_keys, audit_events, webhook_endpoints
 
 _KEY_COLUMNS = tuple(c.name for c in api_keys.c if c.name not in ("revoked_at", "last_used_at"))
@@ -95,43 +97,17 @@ SQLITE_ENDPOINTS = _sqlite_sql(_endpoints())
 
 
 def key_values(key: ApiKey, digest: str, name_key: str) -> dict[str, Any]:
-    """The new key's row; JSON as text (the driver gets it as such)."""
+    """The new key's row, column by column (``metadata`` a dict: the SQLite
+    path writes it as JSON text itself)."""
     return {
         "id": key.id,
         "account_id": key.account_id,
         "digest": digest,
-        "name": key.name,
         "name_key": name_key,
         "holds_name": True,
-        "description": key.description,
-        "permissions": " ".join(key.permissions),
-        "rate_limit_tier": key.rate_limit_tier.value,
-        "expires_at": key.expires_at,
         "created_at": key.created_at,
-        "metadata": dict(key.metadata),
-        "disabled": key.disabled,
-        "replaced_by": key.replaced_by,
-        "rate_limit_limit": key.rate_limit.limit if key.rate_limit else None,
-        "rate_limit_window_seconds": key.rate_limit.window_seconds if key.rate_limit else None,
-        "quota_limit": key.quota.limit if key.quota else None,
-        "quota_period": key.quota.period.value if key.quota else None,
         "limit_key": key.limit_key or None,
-    }
-
-
-def audit_values(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "action": event.action.value,
-        "actor_type": event.actor.type.value,
-        "actor_id": event.actor.id,
-        "target_type": event.target_type,
-        "target_id": event.target_id,
-        "account_id": event.account_id,
-        "request_id": event.request_id,
-        "ip": event.ip,
-        "created_at": event.created_at,
-        "changes": {name: list(pair) for name, pair in event.changes.items()},
+        **mutable_key_fields(key),
     }
 
 
@@ -153,7 +129,7 @@ async def insert_postgres(
     if audit is None:  # a rotation writes its own event
         result = await conn.execute(POSTGRES_INSERT_WITHOUT_AUDIT, params)
     else:
-        params.update({_AUDIT + name: value for name, value in audit_values(audit).items()})
+        params.update({_AUDIT + name: value for name, value in audit_row(audit).items()})
         result = await conn.execute(POSTGRES_INSERT, params)
     row = result.one()
     pairs = (pair.partition(" ") for pair in row.endpoints or ())
@@ -174,7 +150,7 @@ def insert_sqlite(
     if driver.execute(SQLITE_INSERT_KEY, params).rowcount != 1:
         return Inserted(False, [])
     if audit is not None:
-        row = audit_values(audit)
+        row = audit_row(audit)
         row["changes"] = json.dumps(row["changes"])
         driver.execute(SQLITE_INSERT_AUDIT, row)
     endpoints = driver.execute(SQLITE_ENDPOINTS, {"account_id": key.account_id}).fetchall()

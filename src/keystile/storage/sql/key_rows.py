@@ -75,3 +75,21 @@ def key_with_digest(row: Any) -> tuple[ApiKey, str]:
     read into ``account_suspended``, and the stored digest."""
     suspended = row.account_status == AccountStatus.SUSPENDED.value
     return key_from_row(row, suspended), row.digest
+
+
+def mutable_key_fields(key: ApiKey) -> dict[str, Any]:
+    """The columns a key's lifecycle may change (contract §10)."""
+    return {
+        "name": key.name,
+        "description": key.description,
+        "permissions": " ".join(key.permissions),
+        "rate_limit_tier": key.rate_limit_tier.value,
+        "expires_at": key.expires_at,
+        "metadata": dict(key.metadata),
+        "disabled": key.disabled,
+        "replaced_by": key.replaced_by,
+        "rate_limit_limit": key.rate_limit.limit if key.rate_limit else None,
+        "rate_limit_window_seconds": key.rate_limit.window_seconds if key.rate_limit else None,
+        "quota_limit": key.quota.limit if key.quota else None,
+        "quota_period": key.quota.period.value if key.quota else None,
+    }

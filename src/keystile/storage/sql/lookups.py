@@ -26,6 +26,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
 
@@ -37,18 +38,14 @@ from sqlalchemy.sql import Executable
 
 from keystile.keys.models import ApiKey, OperatorKey
 from keystile.storage.base import StorageUnavailable
-from keystile.storage.sql.audit import SqlAuditEvents
 from keystile.storage.sql.common import UNAVAILABLE_SQLSTATES, Connection
-from keystile.storage.sql.console import SqlConsoleSessions
 from keystile.storage.sql.key_rows import KEY_BY_DIGEST, key_with_digest
 from keystile.storage.sql.operators import (
     OPERATOR_KEY_BY_DIGEST,
     SqlOperatorKeys,
     operator_key_with_digest,
 )
-from keystile.storage.sql.quotas import SqlQuotaCounters
-from keystile.storage.sql.repositories import SqlAccounts, SqlIdempotency, SqlKeys, SqlUnitOfWork
-from keystile.storage.sql.usage import SqlUsage
+from keystile.storage.sql.repositories import SqlKeys, SqlUnitOfWork
 from keystile.storage.sql.webhooks import SqlWebhooks
 
 # Options of SQLAlchemy's asyncpg dialect that asyncpg.connect does not take.
@@ -225,51 +222,20 @@ class _LookupOperatorKeys(SqlOperatorKeys):
         return await self._lookups.operator_key(digest)
 
 
-class LookupReader:
+class LookupReader(SqlUnitOfWork):
     """PostgreSQL's read-only unit of work: digest lookups through
     :class:`DigestLookups`, every other read through SQLAlchemy. Reads are
     in autocommit (each statement sees what was committed when it ran), so
-    running them on two connections changes nothing a reader can see.
-
-    The other repositories are made on first use: most readers (one per
-    request whose key is not cached) only look a key up."""
+    running them on two connections changes nothing a reader can see."""
 
     def __init__(self, conn: Connection, lookups: DigestLookups) -> None:
-        self._conn = conn
-        self._others: SqlUnitOfWork | None = None
-        self.keys = _LookupKeys(conn, lookups)
-        self.operator_keys = _LookupOperatorKeys(conn, lookups)
+        super().__init__(conn)
+        self._lookups = lookups
 
-    @property
-    def _sql(self) -> SqlUnitOfWork:
-        if self._others is None:
-            self._others = SqlUnitOfWork(self._conn)
-        return self._others
+    @cached_property
+    def keys(self) -> SqlKeys:
+        return _LookupKeys(self._conn, self._lookups)
 
-    @property
-    def accounts(self) -> SqlAccounts:
-        return self._sql.accounts
-
-    @property
-    def idempotency(self) -> SqlIdempotency:
-        return self._sql.idempotency
-
-    @property
-    def audit(self) -> SqlAuditEvents:
-        return self._sql.audit
-
-    @property
-    def usage(self) -> SqlUsage:
-        return self._sql.usage
-
-    @property
-    def quotas(self) -> SqlQuotaCounters:
-        return self._sql.quotas
-
-    @property
-    def webhooks(self) -> SqlWebhooks:
-        return self._sql.webhooks
-
-    @property
-    def console_sessions(self) -> SqlConsoleSessions:
-        return self._sql.console_sessions
+    @cached_property
+    def operator_keys(self) -> SqlOperatorKeys:
+        return _LookupOperatorKeys(self._conn, self._lookups)

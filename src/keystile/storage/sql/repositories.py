@@ -4,6 +4,7 @@ face of a synchronous SQLite connection (see ``database.py``)."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,30 +26,18 @@ from keystile.storage.sql.audit import SqlAuditEvents
 from keystile.storage.sql.common import Connection, insert_for, newest_first
 from keystile.storage.sql.console import SqlConsoleSessions
 from keystile.storage.sql.key_inserts import insert_postgres, insert_sqlite
-from keystile.storage.sql.key_rows import KEY_BY_DIGEST, KEY_COLUMNS, key_from_row, key_with_digest
+from keystile.storage.sql.key_rows import (
+    KEY_BY_DIGEST,
+    KEY_COLUMNS,
+    key_from_row,
+    key_with_digest,
+    mutable_key_fields,
+)
 from keystile.storage.sql.operators import SqlOperatorKeys
 from keystile.storage.sql.quotas import SqlQuotaCounters
 from keystile.storage.sql.tables import accounts, api_keys, idempotency_records
 from keystile.storage.sql.usage import SqlUsage
 from keystile.storage.sql.webhooks import SqlWebhooks
-
-
-def _mutable_key_fields(key: ApiKey) -> dict[str, Any]:
-    """The columns a key's lifecycle may change (contract §10)."""
-    return {
-        "name": key.name,
-        "description": key.description,
-        "permissions": " ".join(key.permissions),
-        "rate_limit_tier": key.rate_limit_tier.value,
-        "expires_at": key.expires_at,
-        "metadata": dict(key.metadata),
-        "disabled": key.disabled,
-        "replaced_by": key.replaced_by,
-        "rate_limit_limit": key.rate_limit.limit if key.rate_limit else None,
-        "rate_limit_window_seconds": key.rate_limit.window_seconds if key.rate_limit else None,
-        "quota_limit": key.quota.limit if key.quota else None,
-        "quota_period": key.quota.period.value if key.quota else None,
-    }
 
 
 def _account(row: sa.Row[Any]) -> Account:
@@ -179,7 +168,7 @@ class SqlKeys:
         statement = (
             api_keys.update()
             .where(api_keys.c.id == key.id)
-            .values(name_key=name_key, **_mutable_key_fields(key))
+            .values(name_key=name_key, **mutable_key_fields(key))
         )
         for attempt in (1, 2):
             try:
@@ -323,16 +312,47 @@ class SqlIdempotency:
 
 
 class SqlUnitOfWork:
+    """The repositories of one connection (``storage.base.UnitOfWork``),
+    each made on first use: most units of work touch two or three."""
+
     def __init__(self, conn: Connection) -> None:
-        self.webhooks = SqlWebhooks(conn)
-        self.accounts = SqlAccounts(conn)
-        self.keys = SqlKeys(conn, self.webhooks)
-        self.idempotency = SqlIdempotency(conn)
-        self.operator_keys = SqlOperatorKeys(conn)
-        self.audit = SqlAuditEvents(conn)
-        self.usage = SqlUsage(conn)
-        self.quotas = SqlQuotaCounters(conn)
-        self.console_sessions = SqlConsoleSessions(conn)
+        self._conn = conn
+
+    @cached_property
+    def webhooks(self) -> SqlWebhooks:
+        return SqlWebhooks(self._conn)
+
+    @cached_property
+    def accounts(self) -> SqlAccounts:
+        return SqlAccounts(self._conn)
+
+    @cached_property
+    def keys(self) -> SqlKeys:
+        return SqlKeys(self._conn, self.webhooks)
+
+    @cached_property
+    def idempotency(self) -> SqlIdempotency:
+        return SqlIdempotency(self._conn)
+
+    @cached_property
+    def operator_keys(self) -> SqlOperatorKeys:
+        return SqlOperatorKeys(self._conn)
+
+    @cached_property
+    def audit(self) -> SqlAuditEvents:
+        return SqlAuditEvents(self._conn)
+
+    @cached_property
+    def usage(self) -> SqlUsage:
+        return SqlUsage(self._conn)
+
+    @cached_property
+    def quotas(self) -> SqlQuotaCounters:
+        return SqlQuotaCounters(self._conn)
+
+    @cached_property
+    def console_sessions(self) -> SqlConsoleSessions:
+        return SqlConsoleSessions(self._conn)
 
     @property
     def invalidated(self) -> set[str]:
