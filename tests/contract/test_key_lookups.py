@@ -14,30 +14,16 @@ from keystile.keys.ids import new_operator_key_id
 from keystile.keys.models import (
     AccountStatus,
     OperatorKey,
-    Quota,
-    QuotaPeriod,
-    RateLimitRule,
-    Tier,
 )
 from keystile.storage.base import Storage
-from tests.contract.test_storage import SECOND, a_key, an_account
+from tests.contract.test_storage import SECOND, a_key, an_account, with_every_field
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_a_key_reads_the_same_through_a_reader_and_a_transaction(storage: Storage) -> None:
     account = await an_account(storage)
-    key = dataclasses.replace(
-        a_key(account, "every field", expires_at=90 * SECOND),
-        description="d",
-        permissions=("read:contacts", "write:deals"),
-        rate_limit_tier=Tier.HIGH,
-        metadata={"team": "ops", "nested": "ünïcode"},
-        disabled=True,
-        rate_limit=RateLimitRule(7, 60),
-        quota=Quota(1000, QuotaPeriod.MONTH),
-        limit_key="key_rotatedfrom",
-    )
+    key = with_every_field(a_key(account, "every field"), limit_key="key_rotatedfrom")
     async with storage.transaction() as uow:
         await uow.keys.insert(key, "f" * 64, "every field")
         await uow.keys.touch({key.id: 12 * SECOND})

@@ -16,14 +16,11 @@ from keystile.keys.models import (
     KeyStatus,
     OperatorKey,
     Plan,
-    Quota,
-    QuotaPeriod,
-    RateLimitRule,
     Tier,
 )
 from keystile.keys.validation import name_key
 from keystile.storage.base import KeyFilter, Storage, StoredResponse
-from tests.contract.test_storage import SECOND, a_key, an_account, insert
+from tests.contract.test_storage import SECOND, a_key, an_account, insert, with_every_field
 
 pytestmark = pytest.mark.anyio
 
@@ -32,19 +29,7 @@ async def test_every_mutable_field_round_trips(storage: Storage) -> None:
     account = await an_account(storage)
     key = a_key(account, "k")
     await insert(storage, key)
-    changed = dataclasses.replace(
-        key,
-        name="K2",
-        description="d",
-        permissions=("read:contacts", "write:deals"),
-        rate_limit_tier=Tier.HIGH,
-        expires_at=99 * SECOND,
-        metadata={"a": "1", "ü": "é"},
-        disabled=True,
-        replaced_by="key_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-        rate_limit=RateLimitRule(5, 60),
-        quota=Quota(10**12, QuotaPeriod.MONTH),
-    )
+    changed = with_every_field(key, name="K2", replaced_by="key_01ARZ3NDEKTSV4RRFFQ69G5FAV")
     async with storage.transaction() as uow:
         await uow.keys.update(changed, name_key("K2"), 0)
     async with storage.reader() as uow:

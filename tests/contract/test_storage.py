@@ -3,11 +3,22 @@ the database itself must enforce)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from keystile.errors import DuplicateName
 from keystile.keys.ids import new_account_id, new_key_id
-from keystile.keys.models import Account, ApiKey, KeyStatus, Plan, Tier
+from keystile.keys.models import (
+    Account,
+    ApiKey,
+    KeyStatus,
+    Plan,
+    Quota,
+    QuotaPeriod,
+    RateLimitRule,
+    Tier,
+)
 from keystile.keys.validation import name_key
 from keystile.storage.base import Storage, StoredResponse
 
@@ -26,6 +37,23 @@ def a_key(account_id: str, name: str, created_at: int = 10 * SECOND, **fields: o
         expires_at=fields.pop("expires_at", None),  # type: ignore[arg-type]
         created_at=created_at,
     )
+
+
+def with_every_field(key: ApiKey, **fields: object) -> ApiKey:
+    """``key`` with every optional field set (non-ASCII metadata included),
+    then ``fields`` on top: what a round trip through storage must keep."""
+    filled = dataclasses.replace(
+        key,
+        description="d",
+        permissions=("read:contacts", "write:deals"),
+        rate_limit_tier=Tier.HIGH,
+        expires_at=99 * SECOND,
+        metadata={"team": "ops", "ü": "é"},
+        disabled=True,
+        rate_limit=RateLimitRule(7, 60),
+        quota=Quota(10**12, QuotaPeriod.MONTH),
+    )
+    return dataclasses.replace(filled, **fields)  # type: ignore[arg-type]
 
 
 async def an_account(storage: Storage) -> str:

@@ -85,15 +85,21 @@ def cluster() -> Iterator[Cluster]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_postgres_stopped_frozen_and_back(tmp_path: Path, cluster: Cluster) -> None:
+def keystile_on(cluster: Cluster, tmp_path: Path, **settings: str) -> dict[str, str]:
+    """The environment of a keystile on a new database of ``cluster``, with
+    a 2 s database timeout, and ``settings`` on top."""
     psql("CREATE DATABASE keystile", database="postgres", port=cluster.port)
-    env = keystile_env(
+    return keystile_env(
         tmp_path / "unused",
         KEYSTILE_DATABASE_URL=postgres_url("keystile", cluster.port),
         KEYSTILE_SECRET_KEY=generate_key(),
         KEYSTILE_DATABASE_TIMEOUT_SECONDS="2",
-        KEYSTILE_TIER_STANDARD="100000/10 seconds",
+        **settings,
     )
+
+
+def test_postgres_stopped_frozen_and_back(tmp_path: Path, cluster: Cluster) -> None:
+    env = keystile_on(cluster, tmp_path, KEYSTILE_TIER_STANDARD="100000/10 seconds")
     _, admin = cli_admin(env, "admin:api_keys", "read:contacts")
     auth = {"Authorization": f"Bearer {admin}"}
     acknowledged: list[str] = []
@@ -184,14 +190,7 @@ def test_the_cold_path_answers_503_in_time_and_recovers(tmp_path: Path, cluster:
     """The key cache off: every request looks its key up on the asyncpg
     lookup pool (``storage.sql.lookups``), which must fail and recover as
     the rest of the storage does."""
-    psql("CREATE DATABASE keystile", database="postgres", port=cluster.port)
-    env = keystile_env(
-        tmp_path / "unused",
-        KEYSTILE_DATABASE_URL=postgres_url("keystile", cluster.port),
-        KEYSTILE_SECRET_KEY=generate_key(),
-        KEYSTILE_DATABASE_TIMEOUT_SECONDS="2",
-        KEYSTILE_KEY_CACHE_SIZE="0",
-    )
+    env = keystile_on(cluster, tmp_path, KEYSTILE_KEY_CACHE_SIZE="0")
     _, key = cli_admin(env, "verify:keys")
     auth = {"Authorization": f"Bearer {key}"}
 
