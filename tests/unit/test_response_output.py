@@ -23,10 +23,19 @@ class RecordingTransport:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.closed = False
+        self.eof = False
+        self.aborted = False
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "written after close"
+        assert not self.eof, "written after write_eof"  # asyncio raises RuntimeError
         self.sent.append(data)
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
 
     def close(self) -> None:
         self.closed = True
@@ -78,6 +87,25 @@ async def test_close_sends_what_is_queued_first() -> None:
     assert transport.closed
     await next_turn()
     assert transport.sent == [b"last words"]
+
+
+async def test_write_eof_sends_what_is_queued_first() -> None:
+    out, transport = output()
+    out.writelines([b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 400 "])
+    out.write_eof()
+    assert transport.sent == [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 "]
+    assert transport.eof
+    await next_turn()  # the queued flush finds nothing, and writes nothing after the EOF
+    assert len(transport.sent) == 1
+
+
+async def test_abort_drops_what_is_queued() -> None:
+    out, transport = output()
+    out.write(b"never sent")
+    out.abort()
+    assert transport.aborted
+    await next_turn()
+    assert transport.sent == []
 
 
 async def test_a_closing_transport_drops_what_is_queued_as_a_write_would() -> None:

@@ -10,11 +10,13 @@ whole TCP path, both ends of it, in the sending thread: profiled on
 :class:`CoalescedOutput` stands in for the transport of a request's cycle
 and collects what is written within one turn of the event loop: the
 protocol sends it with one call when the response completes, and a
-streamed response's pieces go out at the end of the turn they were
-written in. Nothing waits for a later turn, so no response is delayed;
-only the number of system calls changes. Closing sends what is collected
-first; a transport already closing drops it, as it would have dropped the
-write itself.
+streamed response's pieces go out in the loop's next round of callbacks
+(``call_soon``), before it waits for anything. No response waits on a
+timer or on input, only the number of system calls changes. The loop may
+run the socket's own input callbacks first (uvloop does), so everything
+the protocol writes itself, and every closing call (``close``,
+``write_eof``, ``abort``), sends what is collected first; a transport
+already closing drops it, as it would have dropped the write itself.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ class CoalescedOutput:
     """The write side of a transport, batched per loop turn.
 
     ``write(data)`` appends ``data`` (bytes); the batch is sent by
-    :meth:`flush`: called by the protocol when a response completes, by
-    :meth:`close`, and by the event loop at the end of the turn of the
-    batch's first write. Every other attribute is the transport's own.
+    :meth:`flush`: called by the protocol when a response completes and
+    before it writes on its own, by :meth:`close`, :meth:`write_eof` and
+    :meth:`abort`, and by the event loop in the round of callbacks after
+    the batch's first write. Every other attribute is the transport's own.
     """
 
     __slots__ = ("_loop", "_pending", "_transport")
@@ -55,10 +58,26 @@ class CoalescedOutput:
         if not self._transport.is_closing():
             self._transport.write(data)
 
+    def writelines(self, list_of_data: list[bytes]) -> None:
+        """Queue each of ``list_of_data`` for this turn's send."""
+        for data in list_of_data:
+            self.write(data)
+
     def close(self) -> None:
         """Send what is queued, then close the transport."""
         self.flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        """Send what is queued, then close the write side."""
+        self.flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        """Drop what is queued and reset the connection, as the transport's
+        own ``abort`` drops its buffer."""
+        self._pending.clear()
+        self._transport.abort()
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()

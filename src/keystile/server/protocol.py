@@ -367,6 +367,8 @@ class KeystileHttpProtocol(HttpToolsProtocol):
         )
 
     def _write_error(self, error: errors.KeystileError, request_id: str) -> None:
+        if self._output is not None:
+            self._output.flush()  # what the request wrote (a 100 Continue) goes first
         body = error_body(error, request_id)
         headers = [
             *self.server_state.default_headers,
