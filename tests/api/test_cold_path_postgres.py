@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from keystile.api.app import create_app
 from keystile.api.pipeline import Pipeline
 from keystile.settings import Settings
+from keystile.storage.base import StorageUnavailable
+from keystile.storage.sql.database import async_url
+from keystile.storage.sql.lookups import DigestLookups
 from tests.conftest import settings_for
 from tests.support import (
+    PG_USER,
     Tenant,
     assert_error,
     database_name,
@@ -134,6 +140,59 @@ class TestTheDatabaseFailing:
             await locker.close()
         response = await verify(client, tenant)
         assert response.status_code == 200, response.text
+
+
+async def test_a_server_out_of_connections_is_a_503_and_open_connections_keep_serving(
+    database_url: str,
+) -> None:
+    """SQLSTATE 53300 (too many connections) refuses the lookup that needed
+    a new connection, as unavailable (503), and retires nothing: the
+    connection already open answers on, the same server process."""
+    role = f"kst_{uuid.uuid4().hex[:12]}"
+    psql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1; GRANT pg_read_all_data TO {role}")
+    url = database_url.replace(f"//{PG_USER}@", f"//{role}@")
+    engine = create_async_engine(async_url(url))
+    lookups = DigestLookups(engine, timeout=TIMEOUT * 5, pool_size=4)
+
+    def servers() -> list[str]:
+        query = f"SELECT pid FROM pg_stat_activity WHERE usename = '{role}'"
+        return psql(query, database="postgres").split()
+
+    try:
+        assert await lookups.key("0" * 64) is None  # opens the one connection allowed
+        first = servers()
+        assert len(first) == 1
+        answers = await asyncio.gather(
+            *(lookups.key("0" * 64) for _ in range(4)), return_exceptions=True
+        )
+        refused = [a for a in answers if isinstance(a, BaseException)]
+        assert refused, "every lookup found a connection: nothing was refused"
+        assert all(isinstance(a, StorageUnavailable) for a in refused), refused
+        assert "too many connections" in str(refused[0])
+        for _ in range(3):
+            assert await lookups.key("0" * 64) is None
+        assert servers() == first
+    finally:
+        await lookups.close()
+        await engine.dispose()
+        for _ in range(100):  # a server process ends shortly after its client leaves
+            if not servers():
+                break
+            await asyncio.sleep(0.1)
+        psql(f"DROP ROLE {role}")
+
+
+async def test_lookups_after_close_are_unavailable_and_open_nothing(database_url: str) -> None:
+    engine = create_async_engine(async_url(database_url))
+    lookups = DigestLookups(engine, timeout=TIMEOUT, pool_size=2)
+    try:
+        assert await lookups.key("0" * 64) is None
+        await lookups.close()
+        with pytest.raises(StorageUnavailable):
+            await lookups.key("0" * 64)  # a request still running at shutdown
+        assert lookups._pool is None
+    finally:
+        await engine.dispose()
 
 
 async def test_closing_the_app_closes_every_connection(

@@ -16,6 +16,21 @@ from sqlalchemy.sql import Executable
 # wrong": connection exceptions, insufficient resources (too many
 # connections), operator intervention (shutting down, starting up, crashed).
 UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# Of those, the classes after which the connection itself is gone.
+LOST_SQLSTATES = ("08", "57P")
+
+
+def sqlstate_in(error: object, classes: tuple[str, ...]) -> bool:
+    """Whether the driver error ``error`` (asyncpg's ``sqlstate``,
+    psycopg's ``pgcode``) carries a SQLSTATE of one of ``classes``."""
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(classes)
+
+
+def first_line(exc: BaseException) -> str:
+    """``exc``'s message up to its first line break (drivers append
+    details and hints on later lines), or its repr when it has none."""
+    return (str(exc).splitlines() or [repr(exc)])[0]
 
 
 class Connection(Protocol):

@@ -32,7 +32,7 @@ from sqlalchemy.sql import Executable
 
 from keystile.errors import ConfigurationError
 from keystile.storage.base import StorageUnavailable
-from keystile.storage.sql.common import UNAVAILABLE_SQLSTATES
+from keystile.storage.sql.common import UNAVAILABLE_SQLSTATES, first_line, sqlstate_in
 from keystile.storage.sql.lookups import DigestLookups, LookupReader, OnDemandConnection
 from keystile.storage.sql.repositories import SqlUnitOfWork
 
@@ -52,8 +52,7 @@ _UNAVAILABLE = (
 def _is_unavailable(exc: sa.exc.DBAPIError) -> bool:
     if exc.connection_invalidated:
         return True
-    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+    return sqlstate_in(exc.orig, UNAVAILABLE_SQLSTATES)
 
 
 def _unavailable(exc: BaseException) -> StorageUnavailable | None:
@@ -62,7 +61,7 @@ def _unavailable(exc: BaseException) -> StorageUnavailable | None:
     if isinstance(exc, _UNAVAILABLE) or (
         isinstance(exc, sa.exc.DBAPIError) and _is_unavailable(exc)
     ):
-        return StorageUnavailable((str(exc).splitlines() or [repr(exc)])[0])
+        return StorageUnavailable(first_line(exc))
     return None
 
 

@@ -38,7 +38,13 @@ from sqlalchemy.sql import Executable
 
 from keystile.keys.models import ApiKey, OperatorKey
 from keystile.storage.base import StorageUnavailable
-from keystile.storage.sql.common import UNAVAILABLE_SQLSTATES, Connection
+from keystile.storage.sql.common import (
+    LOST_SQLSTATES,
+    UNAVAILABLE_SQLSTATES,
+    Connection,
+    first_line,
+    sqlstate_in,
+)
 from keystile.storage.sql.key_rows import KEY_BY_DIGEST, key_with_digest
 from keystile.storage.sql.operators import (
     OPERATOR_KEY_BY_DIGEST,
@@ -73,18 +79,26 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 def _connection_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` says the connection or the server failed, as opposed
-    to an answer about the statement (a bug: the connection is fine)."""
+    """Whether ``exc`` says this connection is gone (cut, or its server
+    stopped): it, and the pool's others, must be replaced."""
     if isinstance(exc, asyncpg.PostgresError):
-        sqlstate = getattr(exc, "sqlstate", None)
-        return isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+        return sqlstate_in(exc, LOST_SQLSTATES)
     return isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot serve now (503): a lost
+    connection, or a server refusing for want of resources (too many
+    connections), as opposed to an answer about the statement (a bug, 500)."""
+    return _connection_lost(exc) or sqlstate_in(exc, UNAVAILABLE_SQLSTATES)
 
 
 class DigestLookups:
     """Keys by digest on a pool of ``pool_size`` asyncpg connections, opened
-    on first use with ``engine``'s connection arguments (the same server,
-    reached the same way) and statements rendered by its dialect."""
+    on first use to ``engine``'s URL (the same server, reached the same
+    way), with ``timeout`` seconds to connect and to answer each statement,
+    and statements rendered by ``engine``'s dialect. After :meth:`close`
+    every lookup raises :class:`StorageUnavailable`."""
 
     def __init__(self, engine: AsyncEngine, *, timeout: float, pool_size: int) -> None:
         _, connect_args = engine.dialect.create_connect_args(engine.url)
@@ -95,6 +109,7 @@ class DigestLookups:
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._closed = False
 
     # The rows become namespaces: their columns read as attributes, as a
     # SQLAlchemy row's do, so one mapping function serves both (and a
@@ -137,24 +152,27 @@ class DigestLookups:
             message = f"no answer from the database within {self._timeout} s"
             raise StorageUnavailable(message) from exc
         except Exception as exc:
-            if not _connection_lost(exc):
+            if not _unavailable(exc):
                 raise  # an answer about the statement: a bug, not an outage (500)
-            if self._pool is not None:
+            if self._pool is not None and _connection_lost(exc):
                 # The server went away (a restart, a failover): the pool's
                 # other connections are as dead as this one. Replace them all
                 # on their next use, so that only the requests already under
                 # way fail (SQLAlchemy invalidates its pool alike).
                 await self._pool.expire_connections()
-            raise StorageUnavailable((str(exc).splitlines() or [repr(exc)])[0]) from exc
+            raise StorageUnavailable(first_line(exc)) from exc
 
     async def _open(self) -> asyncpg.Pool:
         async with self._opening:
+            if self._closed:  # a request still running at shutdown
+                raise StorageUnavailable("the key lookups are closed (shutting down)")
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
                     **self._connect_args,
                     min_size=0,  # connects to nothing until the first lookup
                     max_size=self._pool_size,
-                    timeout=self._timeout,
+                    timeout=self._timeout,  # to connect
+                    command_timeout=self._timeout,  # and to answer, closing included
                     init=_prepare_connection,
                     reset=_keep_session,
                 )
@@ -163,6 +181,7 @@ class DigestLookups:
     async def close(self) -> None:
         """Close the pool's connections; cut them if the server does not
         answer within the timeout."""
+        self._closed = True
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -205,8 +224,8 @@ class OnDemandConnection:
 
 
 class _LookupKeys(SqlKeys):
-    def __init__(self, conn: Connection, lookups: DigestLookups) -> None:
-        super().__init__(conn, SqlWebhooks(conn))  # a reader inserts no key: no outbox
+    def __init__(self, conn: Connection, webhooks: SqlWebhooks, lookups: DigestLookups) -> None:
+        super().__init__(conn, webhooks)
         self._lookups = lookups
 
     async def find_by_digest(self, digest: str) -> tuple[ApiKey, str] | None:
@@ -234,7 +253,7 @@ class LookupReader(SqlUnitOfWork):
 
     @cached_property
     def keys(self) -> SqlKeys:
-        return _LookupKeys(self._conn, self._lookups)
+        return _LookupKeys(self._conn, self.webhooks, self._lookups)
 
     @cached_property
     def operator_keys(self) -> SqlOperatorKeys:
