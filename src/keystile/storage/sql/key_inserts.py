@@ -34,7 +34,8 @@ from keystile.keys.models import ApiKey
 from keystile.storage.sql.audit import audit_row
 from keystile.storage.sql.common import Connection
 from keystile.storage.sql.key_rows import mutable_key_fields
-from keystile.storage.sql.tables import api_keys, audit_events, webhook_endpoints
+from keystile.storage.sql.tables import api_keys, audit_events
+from keystile.storage.sql.webhooks import ENABLED_ENDPOINTS
 
 _KEY_COLUMNS = tuple(c.name for c in api_keys.c if c.name not in ("revoked_at", "last_used_at"))
 _AUDIT_COLUMNS = tuple(c.name for c in audit_events.c)
@@ -52,18 +53,9 @@ def _key_insert(dialect: Any) -> Any:
     )
 
 
-def _endpoints() -> sa.Select[Any]:
-    e = webhook_endpoints.c
-    return (
-        sa.select(e.id, e.events)
-        .where(e.account_id == sa.bindparam("account_id"), e.disabled.is_(False))
-        .order_by(e.id)
-    )
-
-
 def _postgres_statement(with_audit: bool) -> sa.Select[Any]:
     inserted = _key_insert(postgresql).returning(api_keys.c.id).cte("inserted_key")
-    endpoints = _endpoints().subquery("endpoints")
+    endpoints = ENABLED_ENDPOINTS.subquery("endpoints")
     # "id events" strings: an id holds no space, events are space-separated.
     pairs = sa.func.array_agg(endpoints.c.id + " " + endpoints.c.events)
     statement = sa.select(
@@ -93,7 +85,7 @@ SQLITE_INSERT_KEY = _sqlite_sql(_key_insert(sqlite_dialect))
 SQLITE_INSERT_AUDIT = _sqlite_sql(
     audit_events.insert().values({name: sa.bindparam(name) for name in _AUDIT_COLUMNS})
 )
-SQLITE_ENDPOINTS = _sqlite_sql(_endpoints())
+SQLITE_ENDPOINTS = _sqlite_sql(ENABLED_ENDPOINTS)
 
 
 def key_values(key: ApiKey, digest: str, name_key: str) -> dict[str, Any]:

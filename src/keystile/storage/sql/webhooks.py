@@ -61,6 +61,18 @@ def _delivery(row: sa.Row[Any]) -> Delivery:
     )
 
 
+# ``(id, events)`` of the enabled endpoints of the account bound as
+# ``account_id``, by id: whom a new event of that account goes to.
+ENABLED_ENDPOINTS = (
+    sa.select(webhook_endpoints.c.id, webhook_endpoints.c.events)
+    .where(
+        webhook_endpoints.c.account_id == sa.bindparam("account_id"),
+        webhook_endpoints.c.disabled.is_(False),
+    )
+    .order_by(webhook_endpoints.c.id)
+)
+
+
 class SqlWebhooks:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -151,11 +163,8 @@ class SqlWebhooks:
     async def subscribers(self, account_id: str, event_type: str) -> list[str]:
         endpoints = self._endpoints.get(account_id)
         if endpoints is None:
-            c = webhook_endpoints.c
-            query = sa.select(c.id, c.events).where(
-                c.account_id == account_id, c.disabled.is_(False)
-            )
-            endpoints = [(row.id, row.events) for row in await self._conn.execute(query)]
+            rows = await self._conn.execute(ENABLED_ENDPOINTS, {"account_id": account_id})
+            endpoints = [(row.id, row.events) for row in rows]
         return [endpoint_id for endpoint_id, events in endpoints if _wants(events, event_type)]
 
     async def subscribed_accounts(self, event_type: str) -> list[str]:
