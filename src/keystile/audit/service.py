@@ -9,7 +9,7 @@ the views below list exactly the fields an event may carry.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from keystile import clock as clocks
 from keystile.audit.models import (
@@ -69,6 +69,17 @@ def created(view: dict[str, Any]) -> Changes:
     return diff({}, view)
 
 
+class Target(TypedDict):
+    """What an event is about: the object changed (``target_type`` such as
+    ``"api_key"``, its id), its account (None for an operator-level
+    object) and the fields changed, ``{field: (before, after)}``."""
+
+    target_type: str
+    target_id: str
+    account_id: str | None
+    changes: Changes
+
+
 class AuditLog:
     def __init__(
         self,
@@ -80,51 +91,24 @@ class AuditLog:
         self._retention = retention_days * DAY_SECONDS * clocks.MICROS
 
     async def record(
-        self,
-        uow: UnitOfWork,
-        action: Action,
-        origin: Origin,
-        *,
-        target_type: str,
-        target_id: str,
-        account_id: str | None,
-        changes: Changes,
+        self, uow: UnitOfWork, action: Action, origin: Origin, **target: Unpack[Target]
     ) -> AuditEvent:
         """Write one event in ``uow``'s transaction (the change's own)."""
-        event = self.event(
-            action,
-            origin,
-            target_type=target_type,
-            target_id=target_id,
-            account_id=account_id,
-            changes=changes,
-        )
+        event = self.event(action, origin, **target)
         await uow.audit.insert(event)
         return event
 
-    def event(
-        self,
-        action: Action,
-        origin: Origin,
-        *,
-        target_type: str,
-        target_id: str,
-        account_id: str | None,
-        changes: Changes,
-    ) -> AuditEvent:
+    def event(self, action: Action, origin: Origin, **target: Unpack[Target]) -> AuditEvent:
         """The event :meth:`record` writes, for a repository that writes it
         together with its change (``KeyRepository.insert``)."""
         return AuditEvent(
             id=new_audit_id(),
             action=action,
             actor=origin.actor,
-            target_type=target_type,
-            target_id=target_id,
-            account_id=account_id,
             request_id=origin.request_id,
             ip=origin.ip,
             created_at=clocks.now_micros(self._clock),
-            changes=changes,
+            **target,
         )
 
     async def list(
