@@ -483,10 +483,16 @@ def test_version_is_the_package_version(env: dict[str, str]) -> None:
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "keystile.__version__"}
 
 
+# Typer detects the shell the CLI runs under (the tests' parent: bash, sh,
+# zsh) and then ignores a shell named on the command line; this makes it
+# take the one named, so the bash cases mean bash wherever the suite runs.
+NAMED_SHELL = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+
+
 def complete(words: str, env: dict[str, str]) -> list[str]:
     """What bash offers for ``words`` (the last one being typed), through the
     script ``keystile --show-completion bash`` prints, in a real bash."""
-    script = run_cli("--show-completion", "bash", env=env)
+    script = run_cli("--show-completion", "bash", env={**env, **NAMED_SHELL})
     assert script.returncode == 0, script.stderr
     typed = words.split()
     session = (
@@ -504,7 +510,7 @@ def complete(words: str, env: dict[str, str]) -> list[str]:
 
 
 def test_shell_completion(env: dict[str, str]) -> None:
-    script = run_cli("--show-completion", "bash", env=env).stdout
+    script = run_cli("--show-completion", "bash", env={**env, **NAMED_SHELL}).stdout
     assert "complete -o default -F _keystile_completion keystile" in script
     assert complete("keystile ke", env) == ["keys"]
     assert complete("keystile operator-keys re", env) == ["revoke"]
@@ -515,7 +521,7 @@ def test_shell_completion(env: dict[str, str]) -> None:
 def test_install_completion_writes_the_shell_script(env: dict[str, str], tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    result = run_cli("--install-completion", "bash", env={**env, "HOME": str(home)})
+    result = run_cli("--install-completion", "bash", env={**env, **NAMED_SHELL, "HOME": str(home)})
     assert result.returncode == 0, result.stderr
     assert (
         "_KEYSTILE_COMPLETE=complete_bash" in (home / ".bash_completions/keystile.sh").read_text()
