@@ -20,33 +20,46 @@ TARGETS_NOTE = """\
   an asyncpg pool of their own (docs/deployment.md). Through SQLAlchemy a
   lookup cost the worker about 1 ms of CPU, and the read pool opened about
   50 connections a second under 64 concurrent requests; now about 90 µs.
-- **Creates.** One statement inserts the key and its audit event and reads
-  the subscribed endpoints (PostgreSQL); SQLite runs them on the
+- **Creates (met).** One statement inserts the key and its audit event and
+  reads the subscribed endpoints (PostgreSQL); SQLite runs them on the
   transaction's own connection. Server CPU per create fell from about
-  2,950 to 1,260 µs (SQLite) and from 3,800 to 2,300 µs (PostgreSQL, before
-  the lookup pool). SQLite is at the edge of 1,000 a second. On PostgreSQL,
-  `BEGIN`/`COMMIT` through SQLAlchemy is about 22 % of the worker's samples.
-  The next step is the write transaction on asyncpg directly.
+  2,950 to 1,260 µs (SQLite) and from 3,800 to 2,300 µs (PostgreSQL, cache
+  off, before the lookup pool), measured on 2026-11-30. Creates are
+  absolute targets, so they move with the machine: the run of 2026-11-30,
+  on a machine that gave the bare app 0.66 of what it gives it here, had
+  1,017 (SQLite) and 688 (PostgreSQL). The same build measured against the
+  current one on 2026-12-01 made as many creates (`make bench-compare`),
+  so the difference is the machine, not the code. PostgreSQL's figure is
+  with the key cache off (the cold server of rows d): the default
+  configuration, cache on, makes about 1.18 times as many.
 - **verify, the gateway and verify's p99.** The largest item is now the
-  kernel. py-spy (`--gil`) puts the one `send()` of a verify response at
-  14-32 % of the worker's samples, and the proxy's two sends at 40 %. This
+  kernel. In the profiles above, `keystile/server/output.py`, where the one
+  `send()` of a response is made, is the largest module: a quarter of
+  verify's samples, 18-31 % of the proxy's and forward auth's. This
   machine is a Firecracker VM, and a loopback send that wakes the sleeping
   load generator on the other vCPU costs a VM exit. The bare app answers
   fast enough that wrk never sleeps.
   - Done: one send per response instead of uvicorn's two (server CPU per
-    verify 148 to 139 µs), a young-generation collection every 20,000
-    allocations (to 134 µs), and the body deadline without a weak
-    reference per call. Together about 1.2 times the verifies of
+    verify 148 to 139 µs on 2026-11-30), a young-generation collection
+    every 20,000 allocations (to 134 µs), and the body deadline without a
+    weak reference per call. Together about 1.2 times the verifies of
     `8a0853a` (`make bench-compare`).
   - keystile's own Python is spread thin: no function of it takes more
     than 3 % of the samples.
-  - 0.5 of the bare app would need about 50 µs of CPU per request, against
-    about 130 µs now. Next steps, in order: a compiled HTTP front end that
+  - 0.5 of the bare app needs keystile's CPU per verify at about 2.5 times
+    the bare app's, against about 4.5 times now (82 µs a verify on this
+    run's machine). Next steps, in order: a compiled HTTP front end that
     keeps keystile's limits (granian lacks them: docs/deployment.md); the
     key check, rate limit and response of verify in one compiled function
     behind the same Protocols; more workers.
-  - At 16 connections the p50 is 16 over the throughput, so the p99 target
-    needs about 10,000 verifies a second here.
+  - verify's p99 at 16 connections is not the garbage collector's: with the
+    collector's thresholds at 700/10/10, 5,000/10/10, 20,000/10/10 and
+    20,000/50/100, the p99 was 2.65-2.84 ms and the throughput within 4 %
+    (`make bench-compare`, 5 rounds, 2026-12-01). At 16 connections every
+    request waits for the 15 ahead of it, so the p50 is 16 over the
+    throughput and the p99 about 2.3 times that: the p99 target needs
+    about 10 % more verifies a second, the same work as the throughput
+    target.
 """
 
 
