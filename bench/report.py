@@ -32,34 +32,56 @@ TARGETS_NOTE = """\
   so the difference is the machine, not the code. PostgreSQL's figure is
   with the key cache off (the cold server of rows d): the default
   configuration, cache on, makes about 1.18 times as many.
-- **verify, the gateway and verify's p99.** The largest item is now the
-  kernel. In the profiles above, `keystile/server/output.py`, where the one
-  `send()` of a response is made, is the largest module: a quarter of
-  verify's samples, 18-31 % of the proxy's and forward auth's. This
-  machine is a Firecracker VM, and a loopback send that wakes the sleeping
-  load generator on the other vCPU costs a VM exit. The bare app answers
-  fast enough that wrk never sleeps.
+- **verify, the gateway and verify's p99.** The largest single item is
+  the response's `send()`: `keystile/server/output.py`, where it is made,
+  takes a quarter of verify's samples in the profiles above, and 18-31 %
+  of the proxy's and forward auth's. The kernel's loopback path is
+  probably dearer than usual here: this machine is a Firecracker VM, and a
+  send that wakes the sleeping load generator on the other vCPU likely
+  costs a VM exit (py-spy cannot show that; the bare app answers fast
+  enough that wrk never sleeps).
   - Done: one send per response instead of uvicorn's two (server CPU per
     verify 148 to 139 µs on 2026-11-30), a young-generation collection
     every 20,000 allocations (to 134 µs), and the body deadline without a
     weak reference per call. Together about 1.2 times the verifies of
-    `8a0853a` (`make bench-compare`).
-  - keystile's own Python is spread thin: no function of it takes more
-    than 3 % of the samples.
-  - 0.5 of the bare app needs keystile's CPU per verify at about 2.5 times
-    the bare app's, against about 4.5 times now (82 µs a verify on this
-    run's machine). Next steps, in order: a compiled HTTP front end that
-    keeps keystile's limits (granian lacks them: docs/deployment.md); the
-    key check, rate limit and response of verify in one compiled function
-    behind the same Protocols; more workers.
-  - verify's p99 at 16 connections is not the garbage collector's: with the
-    collector's thresholds at 700/10/10, 5,000/10/10, 20,000/10/10 and
-    20,000/50/100, the p99 was 2.65-2.84 ms and the throughput within 4 %
-    (`make bench-compare`, 5 rounds, 2026-12-01). At 16 connections every
-    request waits for the 15 ahead of it, so the p50 is 16 over the
-    throughput and the p99 about 2.3 times that: the p99 target needs
-    about 10 % more verifies a second, the same work as the throughput
-    target.
+    `8a0853a` (`make bench-compare`, 2026-11-30; the compare runs quoted
+    in this section were not kept in `bench/results/`).
+  - Outside the send, keystile's time is spread over many functions: in a
+    function-level py-spy profile of verify (2026-12-01) one function
+    besides the send took more than 2 % of the samples,
+    `http/deadlines.within` at 6.8 %, all on its `get_running_loop()`
+    line, which costs 0.16 µs in isolation (most likely the GIL hand-off
+    to another thread at a function's entry, not the call).
+  - **verify ≥ 0.5**: keystile's CPU per verify would have to be 2 times
+    the bare app's, against about 4.5 times now (83 µs a verify on this
+    run's machine). A compiled front end alone does not get there: on
+    granian keystile's verify is 0.27 of the bare app on uvicorn (the
+    front-end table). Next steps, in order: a compiled HTTP front end
+    that keeps keystile's limits (granian lacks them: docs/deployment.md);
+    then the key check, rate limit and response of verify in one compiled
+    function behind the same Protocols, so that a cached verify runs no
+    Python per request.
+  - **gateway ≥ 0.4**: a proxied request makes two HTTP exchanges, the
+    client's and the upstream's, so it pays the send twice: in the proxy's
+    profile, the output is 17.7 % and the upstream client
+    (`gateway/client.py`, `proxy.py`, `connection.py`) another 16.8 %.
+    The gateway's CPU per request would have to be 2.5 times the direct
+    call's, against about 4.5 times now; on granian it is 0.25 of the
+    direct call. Two workers do not help on 2 cores (0.22 of the direct
+    call). Next step: the upstream exchange in compiled code too (the
+    compiled front end's own client, streaming as now), after the front
+    end above.
+  - **verify's p99 at 16 connections ≤ 2 × the bare app's**: 2.95 ms
+    against 1.33 ms, 2.22 times. The profiles are at 64 connections; the
+    work per request is the same at 16, where every request waits for the
+    15 ahead of it, so the p50 is 16 over the throughput and the p99 about
+    2.3 times that. The garbage collector is not the tail: with its
+    thresholds at 700/10/10, 5,000/10/10, 20,000/10/10 and 20,000/50/100,
+    verify's p99 at 16 connections was 2.65-2.84 ms and the throughput
+    within 4 % (`make bench-compare`, 5 rounds, 2026-12-01; the best is at
+    the edge of 2 × 1.33 ms, but the bare app was not measured in that
+    run). The target needs about 11 % more verifies a second or a shorter
+    tail: a smaller step than the throughput target's, on the same road.
 """
 
 
@@ -167,7 +189,7 @@ def _targets(results: dict[str, Any]) -> list[str]:
         )
     )
     lines = [
-        "## Targets (1 worker, 64 connections)",
+        "## Targets (1 worker, 64 connections; the p99 row at 16)",
         "",
         "| target | required | measured | |",
         "|---|---|---:|---|",

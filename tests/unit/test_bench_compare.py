@@ -116,7 +116,7 @@ def test_make_bench_keeps_the_comparisons_part_of_the_docs(tmp_path: Path) -> No
     write_report(results, docs)
     text = docs.read_text()
     assert "stale figures" not in text
-    assert "## Targets (1 worker, 64 connections)" in text
+    assert "## Targets (1 worker, 64 connections; the p99 row at 16)" in text
     assert text.index("## Targets") < text.index(f"\n{COMPARING}\n")
     assert text.endswith("### issue-13\n\nbefore and after\n<!-- compare:issue-13:end -->\n")
     write_report(results, docs)  # a second make bench changes nothing
