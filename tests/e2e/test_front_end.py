@@ -377,6 +377,62 @@ def test_a_framing_error_in_a_body_answers_with_the_requests_own_id(
     assert error["request_id"] == "client-7"
 
 
+def expecting_continue(admin: str, framing: bytes) -> bytes:
+    """The head of a create that waits for ``100 Continue`` before its body."""
+    return (
+        b"POST /v1/api-keys HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        + f"Authorization: Bearer {admin}\r\n".encode()
+        + b"Content-Type: application/json\r\n"
+        + framing
+        + b"\r\n"
+    )
+
+
+def interim_answer(sock: socket.socket) -> bytes:
+    """What the server sends before the body: one head, up to its blank line."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(1)
+        assert chunk, f"closed before an interim answer: {data!r}"
+        data += chunk
+    return data
+
+
+@skip_on_granian
+def test_expect_100_continue_is_answered_before_the_body_is_sent(
+    quick: tuple[ServerURL, str],
+) -> None:
+    """The interim 100 goes out on its own, before the final answer (the
+    handler's first read of the body sends it; the front end batches a
+    response's writes, keystile/server/output.py)."""
+    url, admin = quick
+    body = json.dumps(
+        {"name": f"continued-{time.time_ns()}", "permissions": ["read:contacts"]}
+    ).encode()
+    with connect(url) as sock:
+        sock.sendall(expecting_continue(admin, f"Content-Length: {len(body)}\r\n".encode()))
+        assert interim_answer(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        status, _, answer = parse(interim_answer(sock) + sock.recv(65536))
+    assert status == 201, answer
+
+
+@skip_on_granian
+def test_a_framing_error_after_100_continue_is_answered_after_it(
+    quick: tuple[ServerURL, str],
+) -> None:
+    """The front end's own 400 follows what the request already had written
+    (the 100), never precedes or replaces it."""
+    url, admin = quick
+    with connect(url) as sock:
+        sock.sendall(expecting_continue(admin, b"Transfer-Encoding: chunked\r\n"))
+        assert interim_answer(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"not-hex\r\n")
+        answer = read_until_closed(sock)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert_envelope(answer, 400, "validation_error")
+
+
 PIPELINED = {
     "malformed": (b"GET / HTTP/1.1\r\nA B: c\r\n\r\n", 400, "validation_error"),
     "too many fields": (GET + fields(100) + b"\r\n", 431, "request_header_fields_too_large"),
