@@ -190,7 +190,11 @@ async def test_lookups_after_close_are_unavailable_and_open_nothing(database_url
         await lookups.close()
         with pytest.raises(StorageUnavailable):
             await lookups.key("0" * 64)  # a request still running at shutdown
-        assert lookups._pool is None
+        for _ in range(100):  # a server process ends shortly after its client leaves
+            if not backends(database_url):
+                break
+            await asyncio.sleep(0.1)
+        assert backends(database_url) == 0, "the late lookup opened a connection"
     finally:
         await engine.dispose()
 
