@@ -50,11 +50,12 @@ def tune_garbage_collection() -> None:
     short-lived objects, nearly all freed by reference counting, so the
     default thresholds ran a collection every couple of requests for
     nothing: about 4 % of the CPU of ``POST /v1/keys/verify``
-    (docs/benchmarks.md, issue 19). The older generations keep CPython's ratios (10, 10), so a full
-    collection still follows at most every 2,000,000 net allocations: the cycles
-    of failed requests (exceptions, tracebacks, cancelled tasks) are
-    reclaimed as surely as before, only later. Resident memory under
-    verifications is measured by ``make bench`` (1,000,000 requests)."""
+    (docs/benchmarks.md, issue 19). The older generations keep CPython's
+    ratios (10, 10), so a full collection still follows at most every
+    2,000,000 net allocations: the cycles of failed requests (exceptions,
+    tracebacks, cancelled tasks) are reclaimed as surely as before, only
+    later. Resident memory under verifications is measured by ``make
+    bench`` (1,000,000 requests)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
